@@ -1,0 +1,120 @@
+"""Thermal model of one unit: lumped mass, ambient exchange, HVAC, neighbours and runaway.
+
+    C dT/dt = Q_gen + Q_rw - G_amb (T - T_amb) + G_nb sum_j (T_j - T) - Q_hvac          [1]
+
+HVAC is a proportional controller with capacity limits: cooling ``K (T - T_cool)`` up to
+``Q_cool_max``, heating ``K (T_heat - T)`` up to ``Q_heat_max``; its electric draw is the thermal
+power divided by the coefficient of performance plus a base load for fans and controls.
+Within a step the heat sources and the neighbours' temperatures (from the published snapshot) are
+held, and the linear part is integrated exactly:
+
+    T(t+dt) = T_eq + (T - T_eq) exp(-dt G / C),  T_eq = (Q + G_amb T_amb + G_nb sum T_j + K T_set) / G
+
+with ``G = G_amb + n_nb G_nb (+ K while the HVAC is in its proportional band)``: unconditionally
+stable for any dt. Self-heating above the onset temperature follows an Arrhenius law [2]
+
+    Q_rw = Q_onset exp(Ea/R (1/T_onset - 1/T))
+
+and past the critical temperature the unit is in thermal runaway: it releases ``E_rw`` with time
+constant ``tau_rw`` (``Q = (E_rw - released) / tau_rw``), irreversibly, and its neighbours heat up
+through ``G_nb``.
+
+References
+----------
+[1] D. Bernardi, E. Pawlikowski, J. Newman, "A general energy balance for battery systems",
+    J. Electrochem. Soc. 132 (1985) 5-12 (lumped form, reversible heat neglected).
+[2] G.-H. Kim, A. Pesaran, R. Spotnitz, "A three-dimensional thermal abuse model for lithium-ion
+    cells", J. Power Sources 170 (2007) 476-489 (Arrhenius self-heating).
+"""
+
+import math
+
+from numba import njit
+
+from .layout import (K_G_AMB, K_G_NB, K_HVAC_BASE_W, K_HVAC_COOL_W, K_HVAC_COP_COOL,
+                     K_HVAC_COP_HEAT, K_HVAC_GAIN, K_HVAC_HEAT_W, K_HVAC_T_COOL, K_HVAC_T_HEAT,
+                     K_RW_EA_K, K_RW_ONSET_C, K_RW_ONSET_W, K_TH)
+
+
+def thermal_factors(c_th, g_amb, g_nb, gain, dt):
+    """``(om, av)`` for 0, 1, 2 neighbours x HVAC off / proportional, flattened (12 values)."""
+    out = []
+    for n_nb in range(3):
+        for k in (0.0, gain):
+            g = g_amb + n_nb * g_nb + k
+            tau = c_th / g
+            om = -math.expm1(-dt / tau)
+            out += [om, om * tau / dt]
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def self_heating_w(kp, k, temp_c):
+    """Arrhenius self-heating power [W] above the onset temperature, 0 below it."""
+    onset = kp[k, K_RW_ONSET_C]
+    if temp_c <= onset:
+        return 0.0
+    ea = kp[k, K_RW_EA_K]
+    return kp[k, K_RW_ONSET_W] * math.exp(ea * (1.0 / (onset + 273.15) - 1.0 / (temp_c + 273.15)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def thermal_step(kp, k, temp_c, q_w, t_amb_c, n_nb, t_nb_sum_c, hvac_ok):
+    """Advance the lumped temperature over one step.
+
+    Parameters
+    ----------
+    temp_c : temperature at the start of the step [C]
+    q_w : heat generated inside the unit, held over the step [W]
+    t_amb_c : ambient temperature [C]
+    n_nb, t_nb_sum_c : number of coupled neighbours and the sum of their temperatures [C]
+    hvac_ok : False when the HVAC has failed
+
+    Returns
+    -------
+    (temperature at the end [C], average HVAC electric draw [W])
+    """
+    g_amb = kp[k, K_G_AMB]
+    g_nb = kp[k, K_G_NB]
+    g0 = g_amb + n_nb * g_nb
+    base = q_w + g_amb * t_amb_c + g_nb * t_nb_sum_c
+    slot = K_TH + 4 * n_nb
+    if not hvac_ok:
+        t_eq = base / g0
+        d = temp_c - t_eq
+        return t_eq + d * (1.0 - kp[k, slot]), 0.0
+    gain = kp[k, K_HVAC_GAIN]
+    t_cool = kp[k, K_HVAC_T_COOL]
+    t_heat = kp[k, K_HVAC_T_HEAT]
+    q_sink = 0.0      # constant HVAC heat removal when saturated (negative = heating)
+    t_set = 0.0
+    proportional = False
+    if temp_c > t_cool:
+        if gain * (temp_c - t_cool) >= kp[k, K_HVAC_COOL_W]:
+            q_sink = kp[k, K_HVAC_COOL_W]
+        else:
+            proportional = True
+            t_set = t_cool
+    elif temp_c < t_heat:
+        if gain * (t_heat - temp_c) >= kp[k, K_HVAC_HEAT_W]:
+            q_sink = -kp[k, K_HVAC_HEAT_W]
+        else:
+            proportional = True
+            t_set = t_heat
+    if proportional:
+        g = g0 + gain
+        t_eq = (base + gain * t_set) / g
+        d = temp_c - t_eq
+        t_new = t_eq + d * (1.0 - kp[k, slot + 2])
+        t_avg = t_eq + d * kp[k, slot + 3]
+        q_hvac = gain * (t_avg - t_set)   # > 0 cooling, < 0 heating
+    else:
+        t_eq = (base - q_sink) / g0
+        d = temp_c - t_eq
+        t_new = t_eq + d * (1.0 - kp[k, slot])
+        q_hvac = q_sink
+    if q_hvac >= 0.0:
+        p_el = q_hvac / kp[k, K_HVAC_COP_COOL]
+    else:
+        p_el = -q_hvac / kp[k, K_HVAC_COP_HEAT]
+    return t_new, p_el + kp[k, K_HVAC_BASE_W]

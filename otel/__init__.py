@@ -1,0 +1,1 @@
+"""OpenTelemetry metrics for the engine (arrives with the telemetry issue)."""
