@@ -91,3 +91,11 @@ def ocv_cell_integral(ocv, ocv_int, table, soc):
     v0 = ocv[table, j]
     v1 = v0 + (x - j) * (ocv[table, j + 1] - v0)
     return ocv_int[table, j] + 0.5 * (v0 + v1) * ds
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def ocv_cell_slope(ocv, table, soc):
+    """dOCV/dSoC of the segment that holds ``soc`` [V per unit SoC]."""
+    n = ocv.shape[1] - 1
+    j = min(max(int(soc * n), 0), n - 1)
+    return (ocv[table, j + 1] - ocv[table, j]) * n

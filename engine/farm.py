@@ -347,7 +347,7 @@ class Farm:
                          self.dyn, self.out, self.status, self.alarms, self.upar, self.flags,
                          self.kind, self.kpar, self.ocv, self.ocv_int, self.sensor_faults,
                          self.aging_acc, self.aging_state, self._partial, self._agg)
-            self.flags &= np.uint16(~FLAG_RESET & 0xFFFF)
+            self.flags &= np.uint16(~(FLAG_RESET | FLAG_TRIGGER_RUNAWAY) & 0xFFFF)
             self.time_s += n * dt
             self.tick += int(n)
             self._src = int(src)
@@ -452,6 +452,16 @@ class Farm:
 
         def apply():
             self.flags[idx] |= FLAG_RESET
+            return True
+        return self._enqueue(apply)
+
+    def trigger_runaway(self, units) -> int:
+        """Start a thermal runaway in the units at the next tick, whatever their temperature
+        (an internal short). Irreversible; the heat reaches the neighbours through the coupling."""
+        idx = _ids(units, self.n_units)
+
+        def apply():
+            self.flags[idx] |= FLAG_TRIGGER_RUNAWAY
             return True
         return self._enqueue(apply)
 

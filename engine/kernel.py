@@ -22,7 +22,7 @@ from numba import njit, prange
 from .aging import (aging_accumulate, aging_relative_capacity, aging_relative_resistance,
                     aging_update, aging_update_due)
 from .ambient import ambient_c
-from .chemistry import ocv_cell, ocv_cell_integral
+from .chemistry import ocv_cell, ocv_cell_integral, ocv_cell_slope
 from .electrical import current_for_power, pcs_loss_w, rc_update
 from .layout import *  # noqa: F403  (field indices are compile-time constants)
 from .sensors import apply_fault
@@ -171,7 +171,19 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
             p_dc = p_req + loss
             if p_req < 0.0 and p_dc > 0.0:
                 p_dc = 0.0
-            cur = current_for_power(p_dc, e_src, r0)
+            # Solve P = i * v_avg(i) with the terminal voltage averaged over the step, so the
+            # energy the step delivers is the setpoint times dt for any dt: the RC voltages and
+            # the OCV move linearly with i over the step (exact for the RC pairs, first order in
+            # the OCV slope).
+            av1 = kp[k, K_AV1]
+            av2 = kp[k, K_AV2]
+            slope = ns * ocv_cell_slope(ocv, tbl, soc)
+            d_ocv = slope * dt / (7200.0 * cap)
+            if p_dc < 0.0:
+                d_ocv *= eta
+            e_avg = ocv0 - v1 * av1 - v2 * av2
+            r_avg = r0 + r1 * (1.0 - av1) + r2 * (1.0 - av2) + d_ocv
+            cur = current_for_power(p_dc, e_avg, r_avg)
         i_hi = min(kp[k, K_I_MAX_DIS], (e_src - kp[k, K_V_MIN]) / r0,
                    (soc - kp[k, K_SOC_MIN]) * cap * 3600.0 / dt)
         i_lo = max(-kp[k, K_I_MAX_CHG], (e_src - kp[k, K_V_MAX]) / r0,
@@ -258,7 +270,7 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
             new |= ALARM_UNDER_TEMPERATURE
         if abs(i_meas) > kp[k, K_I_TRIP]:
             new |= ALARM_OVER_CURRENT
-        if runaway or temp1 >= kp[k, K_RW_CRIT_C]:
+        if runaway or temp1 >= kp[k, K_RW_CRIT_C] or (fl & FLAG_TRIGGER_RUNAWAY):
             new |= ALARM_THERMAL_RUNAWAY
         if (new & ~latched) != 0:
             upar[TRIPS, i] += 1.0

@@ -60,6 +60,7 @@ FLAG_COMM_FAULT = 1 << 5
 FLAG_NEIGHBOUR_LEFT = 1 << 6  # unit i-1 is in the same row (thermal coupling)
 FLAG_NEIGHBOUR_RIGHT = 1 << 7
 FLAG_CURRENT_MODE = 1 << 8    # manual setpoint is a DC current [A] instead of an AC power [W]
+FLAG_TRIGGER_RUNAWAY = 1 << 9  # start a thermal runaway (internal short); consumed by the next tick
 
 # --- dynamic state rows (dyn, float64, ping-pong) -------------------------------------------
 SOC = 0              # state of charge of the present capacity [-]
