@@ -63,7 +63,7 @@ def ocv_integral_table(ocv_row: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def ocv_cell(ocv, table, soc):
     """Cell open-circuit voltage [V] at ``soc`` [-] from row ``table`` of ``ocv``; clamped to 0..1."""
     n = ocv.shape[1] - 1
@@ -77,7 +77,7 @@ def ocv_cell(ocv, table, soc):
     return ocv[table, j] + f * (ocv[table, j + 1] - ocv[table, j])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def ocv_cell_integral(ocv, ocv_int, table, soc):
     """``F(soc) = integral_0^soc ocv_cell(s) ds`` [V], exact for the piecewise-linear table."""
     n = ocv.shape[1] - 1
@@ -93,7 +93,7 @@ def ocv_cell_integral(ocv, ocv_int, table, soc):
     return ocv_int[table, j] + 0.5 * (v0 + v1) * ds
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def ocv_cell_slope(ocv, table, soc):
     """dOCV/dSoC of the segment that holds ``soc`` [V per unit SoC]."""
     n = ocv.shape[1] - 1

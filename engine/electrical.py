@@ -24,16 +24,16 @@ import math
 from numba import njit
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def pcs_loss_w(p_ac_w, p_rated_w, l0, l1, l2):
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def pcs_loss_w(p_ac_w, p_rated_w, inv_p_rated, l0, l1, l2):
     """PCS conversion loss [W] at AC power ``p_ac_w`` [W]; zero when the PCS carries no power."""
     if p_ac_w == 0.0:
         return 0.0
-    x = abs(p_ac_w) / p_rated_w
+    x = abs(p_ac_w) * inv_p_rated
     return p_rated_w * (l0 + x * (l1 + x * l2))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def current_for_power(p_dc_w, e_v, r0_ohm):
     """Battery current [A] that delivers DC power ``p_dc_w`` [W] behind source voltage ``e_v`` [V].
 
@@ -51,7 +51,7 @@ def current_for_power(p_dc_w, e_v, r0_ohm):
     return 2.0 * p_dc_w / (e_v + math.sqrt(disc))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def rc_update(v_v, i_a, r_ohm, om, av):
     """Exact RC update for a current held over the step.
 

@@ -225,6 +225,11 @@ class Farm:
         kp[K_F_SOC_MAX] = _ocv_integral_at(p["_ocv"], f, p["soc_max"])
         kp[K_SIGMA_V], kp[K_SIGMA_T] = p["sensor_noise_v"], p["sensor_noise_c"]
         kp[K_SIGMA_I], kp[K_SIGMA_SOC] = p["sensor_noise_a"], p["sensor_noise_soc"]
+        kp[K_INV_P_RATED] = 1.0 / kp[K_P_RATED]
+        kp[K_INV_TAPER] = 1.0 / kp[K_SOC_TAPER]
+        kp[K_INV_DERATE_SPAN] = 1.0 / (kp[K_T_TRIP_HI] - kp[K_T_DERATE])
+        kp[K_INV_COP_COOL] = 1.0 / kp[K_HVAC_COP_COOL]
+        kp[K_INV_COP_HEAT] = 1.0 / kp[K_HVAC_COP_HEAT]
 
     def _fill_units(self, sl: slice, j: int, group, p: dict) -> None:
         count = sl.stop - sl.start
@@ -254,7 +259,7 @@ class Farm:
                 om = -math.expm1(-dt / kp[tau_i])
                 kp[om_i] = om
                 kp[av_i] = om * kp[tau_i] / dt
-            kp[K_TH:K_TH + 12] = thermal_factors(kp[K_C_TH], kp[K_G_AMB], kp[K_G_NB],
+            kp[K_TH:K_TH + 3 * TH_SLOTS] = thermal_factors(kp[K_C_TH], kp[K_G_AMB], kp[K_G_NB],
                                                  kp[K_HVAC_GAIN], dt)
             nb_limit = kp[K_C_TH] / (2.0 * kp[K_G_NB]) if kp[K_G_NB] > 0 else math.inf
             if dt > nb_limit:

@@ -160,14 +160,21 @@ K_OM1 = 42              # 1 - exp(-dt/tau1)
 K_AV1 = 43              # step-average factor (1 - exp(-dt/tau1)) * tau1 / dt
 K_OM2 = 44
 K_AV2 = 45
-K_TH = 46               # 3 neighbour counts x 2 HVAC regimes x (om, av): 12 slots from here
-K_F_SOC_MIN = K_TH + 12  # OCV integral F at soc_min and soc_max [V] (energy windows)
-K_F_SOC_MAX = K_TH + 13
-K_SIGMA_V = K_TH + 14    # sensor noise standard deviations: pack voltage [V], temperature [K],
-K_SIGMA_T = K_TH + 15    # current [A], reported SoC [-]
-K_SIGMA_I = K_TH + 16
-K_SIGMA_SOC = K_TH + 17
-N_KPAR = K_TH + 18
+K_TH = 46               # per neighbour count (0, 1, 2): HVAC off (om, av, 1/G), proportional
+TH_SLOTS = 6            # (om, av, 1/G): 18 slots from here
+K_F_SOC_MIN = K_TH + 18  # OCV integral F at soc_min and soc_max [V] (energy windows)
+K_F_SOC_MAX = K_TH + 19
+K_SIGMA_V = K_TH + 20    # sensor noise standard deviations: pack voltage [V], temperature [K],
+K_SIGMA_T = K_TH + 21    # current [A], reported SoC [-]
+K_SIGMA_I = K_TH + 22
+K_SIGMA_SOC = K_TH + 23
+# reciprocals, so the tick multiplies instead of dividing
+K_INV_P_RATED = K_TH + 24
+K_INV_TAPER = K_TH + 25
+K_INV_DERATE_SPAN = K_TH + 26   # 1 / (t_trip_high - t_derate)
+K_INV_COP_COOL = K_TH + 27
+K_INV_COP_HEAT = K_TH + 28
+N_KPAR = K_TH + 29
 
 # --- farm aggregates (one row of block partials, reduced in block order) ----------------------
 AG_P_AC = 0            # farm AC power [W]

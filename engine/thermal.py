@@ -31,20 +31,21 @@ import math
 
 from numba import njit
 
-from .layout import (K_G_AMB, K_G_NB, K_HVAC_BASE_W, K_HVAC_COOL_W, K_HVAC_COP_COOL,
-                     K_HVAC_COP_HEAT, K_HVAC_GAIN, K_HVAC_HEAT_W, K_HVAC_T_COOL, K_HVAC_T_HEAT,
-                     K_RW_EA_K, K_RW_ONSET_C, K_RW_ONSET_W, K_TH)
+from .layout import (K_G_AMB, K_G_NB, K_HVAC_BASE_W, K_HVAC_COOL_W, K_HVAC_GAIN, K_HVAC_HEAT_W,
+                     K_HVAC_T_COOL, K_HVAC_T_HEAT, K_INV_COP_COOL, K_INV_COP_HEAT, K_RW_EA_K,
+                     K_RW_ONSET_C, K_RW_ONSET_W, K_TH, TH_SLOTS)
 
 
 def thermal_factors(c_th, g_amb, g_nb, gain, dt):
-    """``(om, av)`` for 0, 1, 2 neighbours x HVAC off / proportional, flattened (12 values)."""
+    """Per neighbour count 0, 1, 2: (om, av, 1/G) with the HVAC off, then in its proportional
+    band; ``om = 1 - exp(-dt G / C)``, ``av = om C / (G dt)`` (18 values)."""
     out = []
     for n_nb in range(3):
         for k in (0.0, gain):
             g = g_amb + n_nb * g_nb + k
             tau = c_th / g
             om = -math.expm1(-dt / tau)
-            out += [om, om * tau / dt]
+            out += [om, om * tau / dt, 1.0 / g]
     return out
 
 
@@ -58,7 +59,7 @@ def self_heating_w(kp, k, temp_c):
     return kp[k, K_RW_ONSET_W] * math.exp(ea * (1.0 / (onset + 273.15) - 1.0 / (temp_c + 273.15)))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def thermal_step(kp, k, temp_c, q_w, t_amb_c, n_nb, t_nb_sum_c, hvac_ok):
     """Advance the lumped temperature over one step.
 
@@ -75,14 +76,11 @@ def thermal_step(kp, k, temp_c, q_w, t_amb_c, n_nb, t_nb_sum_c, hvac_ok):
     (temperature at the end [C], average HVAC electric draw [W])
     """
     g_amb = kp[k, K_G_AMB]
-    g_nb = kp[k, K_G_NB]
-    g0 = g_amb + n_nb * g_nb
-    base = q_w + g_amb * t_amb_c + g_nb * t_nb_sum_c
-    slot = K_TH + 4 * n_nb
+    base = q_w + g_amb * t_amb_c + kp[k, K_G_NB] * t_nb_sum_c
+    slot = K_TH + TH_SLOTS * n_nb
     if not hvac_ok:
-        t_eq = base / g0
-        d = temp_c - t_eq
-        return t_eq + d * (1.0 - kp[k, slot]), 0.0
+        t_eq = base * kp[k, slot + 2]
+        return t_eq + (temp_c - t_eq) * (1.0 - kp[k, slot]), 0.0
     gain = kp[k, K_HVAC_GAIN]
     t_cool = kp[k, K_HVAC_T_COOL]
     t_heat = kp[k, K_HVAC_T_HEAT]
@@ -102,19 +100,16 @@ def thermal_step(kp, k, temp_c, q_w, t_amb_c, n_nb, t_nb_sum_c, hvac_ok):
             proportional = True
             t_set = t_heat
     if proportional:
-        g = g0 + gain
-        t_eq = (base + gain * t_set) / g
+        t_eq = (base + gain * t_set) * kp[k, slot + 5]
         d = temp_c - t_eq
-        t_new = t_eq + d * (1.0 - kp[k, slot + 2])
-        t_avg = t_eq + d * kp[k, slot + 3]
-        q_hvac = gain * (t_avg - t_set)   # > 0 cooling, < 0 heating
+        t_new = t_eq + d * (1.0 - kp[k, slot + 3])
+        q_hvac = gain * (t_eq + d * kp[k, slot + 4] - t_set)   # > 0 cooling, < 0 heating
     else:
-        t_eq = (base - q_sink) / g0
-        d = temp_c - t_eq
-        t_new = t_eq + d * (1.0 - kp[k, slot])
+        t_eq = (base - q_sink) * kp[k, slot + 2]
+        t_new = t_eq + (temp_c - t_eq) * (1.0 - kp[k, slot])
         q_hvac = q_sink
     if q_hvac >= 0.0:
-        p_el = q_hvac / kp[k, K_HVAC_COP_COOL]
+        p_el = q_hvac * kp[k, K_INV_COP_COOL]
     else:
-        p_el = -q_hvac / kp[k, K_HVAC_COP_HEAT]
+        p_el = -q_hvac * kp[k, K_INV_COP_HEAT]
     return t_new, p_el + kp[k, K_HVAC_BASE_W]

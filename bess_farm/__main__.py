@@ -1,0 +1,3 @@
+from bess_farm.interfaces.cli import main
+
+raise SystemExit(main())
