@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numba
 import numpy as np
 
 from . import aging
 from .ambient import AMBIENT_KINDS, ambient_c
 from .chemistry import ocv_integral_table
 from .config import FarmConfig, ConfigError, ocv_tables, parse_config, resolve_kind
-from .kernel import (BLOCK, dispatch_coefficients, dispatch_sums, run_steps_parallel,
+from .kernel import (BLOCK, N_ISCRATCH, N_SCRATCH, dispatch_coefficients, dispatch_sums, run_steps_parallel,
                      run_steps_serial, stored_energy_wh)
 from .layout import *  # noqa: F403
 from .layout import (DYN_NAMES, OUT_NAMES, STATE_NAMES, UPAR_NAMES, N_AGG, N_DISP, N_DYN, N_KPAR,
@@ -162,11 +163,18 @@ class Farm:
         self.aging_interval_s = config.aging_interval_s
         self._aging_clock = np.zeros(1)
         self._partial = np.zeros((max(1, -(-n // BLOCK)), N_AGG))
+        self._new_scratch()
         self._agg = np.zeros(N_AGG)
         self._disp = np.zeros(N_DISP)
         self._prepare_dt(0.1)
         self._refresh_dispatch()
         self._agg_obj = None
+
+    def _new_scratch(self) -> None:
+        # one scratch area per worker thread, reused by every block that thread steps
+        threads = numba.config.NUMBA_NUM_THREADS
+        self._scratch = np.zeros((threads, N_SCRATCH, BLOCK))
+        self._iscratch = np.zeros((threads, N_ISCRATCH, BLOCK), dtype=np.int64)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -294,6 +302,7 @@ class Farm:
             setattr(new, name, np.ascontiguousarray(getattr(self, name)[idx]))
         new._aging_clock = self._aging_clock.copy()
         new._partial = np.zeros((max(1, -(-new.n_units // BLOCK)), N_AGG))
+        new._new_scratch()
         new._agg = self._agg.copy()
         new._disp = self._disp.copy()
         new._agg_obj = None
@@ -351,7 +360,8 @@ class Farm:
                          float(self.aging_interval_s), self._aging_clock, self._disp,
                          self.dyn, self.out, self.status, self.alarms, self.upar, self.flags,
                          self.kind, self.kpar, self.ocv, self.ocv_int, self.sensor_faults,
-                         self.aging_acc, self.aging_state, self._partial, self._agg)
+                         self.aging_acc, self.aging_state, self._partial, self._agg,
+                         self._scratch, self._iscratch)
             self.flags &= np.uint16(~(FLAG_RESET | FLAG_TRIGGER_RUNAWAY) & 0xFFFF)
             self.time_s += n * dt
             self.tick += int(n)

@@ -16,6 +16,7 @@ farm setpoint with them (see :func:`dispatch_coefficients`).
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -90,331 +91,588 @@ def dispatch_coefficients(farm_w, agg, disp):
         disp[D_BETA] = 1.0
 
 
+# Scratch rows of one block (float64 and int64), reused by every block a thread processes.
+S_OCV0, S_HDIS, S_HCHG, S_PREQ, S_LOSS, S_CUR, S_SLOPE, S_SOC1, S_OCV1, S_F0, S_F1 = range(11)
+S_OCVAVG, S_VRCA, S_EDC, S_ELOSS, S_HEAT, S_VTERM, S_PAC, S_PDC, S_TEMP1, S_PHVAC = range(11, 21)
+S_QRW, S_TNB, S_TAMB = range(21, 24)
+N_SCRATCH = 24
+I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS = range(5)
+N_ISCRATCH = 5
+
+_INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
+
+
+@njit(**_INLINE)
+def _interp(tab, soc):
+    """Piecewise-linear table on the uniform SoC grid, branch-free for vectorized loops."""
+    n = tab.shape[0] - 1
+    x = min(max(soc, 0.0), 1.0) * n
+    j = min(int(x), n - 1)
+    return tab[j] + (x - j) * (tab[j + 1] - tab[j])
+
+
+@njit(**_INLINE)
+def _integral(tab, tab_int, soc):
+    """Exact integral of the piecewise-linear table from 0 to ``soc``."""
+    n = tab.shape[0] - 1
+    x = min(max(soc, 0.0), 1.0) * n
+    j = min(int(x), n - 1)
+    f = x - j
+    v0 = tab[j]
+    return tab_int[j] + 0.5 * (2.0 * v0 + f * (tab[j + 1] - v0)) * f / n
+
+
+@njit(**_INLINE)
+def _slope(tab, soc):
+    n = tab.shape[0] - 1
+    j = min(max(int(soc * n), 0), n - 1)
+    return (tab[j + 1] - tab[j]) * n
+
+
+@njit(**_INLINE)
+def _sum(x):
+    """Sum in four interleaved partial sums: a fixed order (so every run is bitwise the same)
+    that does not make each addition wait for the previous one."""
+    s0 = s1 = s2 = s3 = 0.0
+    m = x.shape[0]
+    j = 0
+    while j + 4 <= m:
+        s0 += x[j]
+        s1 += x[j + 1]
+        s2 += x[j + 2]
+        s3 += x[j + 3]
+        j += 4
+    while j < m:
+        s0 += x[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**_INLINE)
+def _dot(x, y):
+    """Sum of products, in the same interleaved order as :func:`_sum`."""
+    s0 = s1 = s2 = s3 = 0.0
+    m = x.shape[0]
+    j = 0
+    while j + 4 <= m:
+        s0 += x[j] * y[j]
+        s1 += x[j + 1] * y[j + 1]
+        s2 += x[j + 2] * y[j + 2]
+        s3 += x[j + 3] * y[j + 3]
+        j += 4
+    while j < m:
+        s0 += x[j] * y[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**_INLINE)
+def _min_max(x):
+    lo0 = lo1 = np.inf
+    hi0 = hi1 = -np.inf
+    m = x.shape[0]
+    j = 0
+    while j + 2 <= m:
+        lo0 = min(lo0, x[j])
+        hi0 = max(hi0, x[j])
+        lo1 = min(lo1, x[j + 1])
+        hi1 = max(hi1, x[j + 1])
+        j += 2
+    if j < m:
+        lo0 = min(lo0, x[j])
+        hi0 = max(hi0, x[j])
+    return min(lo0, lo1), max(hi0, hi1)
+
+
+@njit(**_INLINE)
+def _headroom(soc, temp_c, ocv_v, r0, derate, p_rated, t_der, t_hi, inv_span, t_min_chg,
+              soc_min, soc_max, inv_taper, i_d, i_c):
+    """Discharge and charge headroom [W] (see :func:`headroom_w`), scalar parameters."""
+    f_t = 1.0
+    if temp_c > t_der:
+        f_t = max(0.0, (t_hi - temp_c) * inv_span)
+    f_cold = min(1.0, max(0.0, (temp_c - t_min_chg) * 0.1))
+    f_dis = min(1.0, max(0.0, (soc - soc_min) * inv_taper))
+    f_chg = min(1.0, max(0.0, (soc_max - soc) * inv_taper))
+    p_d = min(p_rated, i_d * (ocv_v - i_d * r0))
+    p_c = min(p_rated, i_c * (ocv_v + i_c * r0))
+    f = f_t * derate
+    return max(0.0, p_d * f * f_dis), max(0.0, p_c * f * f_chg * f_cold)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
                 dyn, out, status, alarms, upar, flags, kind, kp, ocv, ocv_int, sfault,
-                acc, ast, partial):
+                acc, ast, partial, sc, si):
     """Advance units [b*BLOCK, min(n, (b+1)*BLOCK)) by one step and fill ``partial[b]``.
 
-    The block is walked in four short loops (dispatch and current, equivalent circuit, thermal,
-    protection and aggregates) rather than one long one: each unit's chain of dependent
-    divisions and square roots is long, and short loop bodies let the processor overlap the
-    chains of neighbouring units. The intermediate values stay in small scratch arrays that
-    live in the L1/L2 cache.
+    The block is cut into runs of units of one kind (a farm lists its kinds as contiguous
+    groups, so a block holds one run, rarely two), and each run is stepped by :func:`_step_run`.
     """
     lo = b * BLOCK
     hi = min(n, lo + BLOCK)
-    m = hi - lo
-    s_cur = np.empty(m)        # battery current [A]
-    s_preq = np.empty(m)       # AC power requested [W]
-    s_loss = np.empty(m)       # PCS loss [W]
-    s_pac = np.empty(m)        # AC power delivered [W]
-    s_heat = np.empty(m)       # heat from R0, RC pairs and side reactions [W]
-    s_vterm = np.empty(m)      # terminal voltage at the end of the step [V]
-    s_temp1 = np.empty(m)      # temperature at the end of the step [C]
-    s_latched = np.empty(m, dtype=np.uint32)
-    s_clamped = np.empty(m, dtype=np.bool_)
+    pa = partial[b]
+    pa[:] = 0.0
+    pa[AG_TEMP_MAX] = -np.inf
+    pa[AG_TEMP_MIN] = np.inf
+    pa[AG_SOC_MIN] = np.inf
+    pa[AG_SOC_MAX] = -np.inf
+    a = lo
+    while a < hi:
+        k = kind[a]
+        e = a + 1
+        while e < hi and kind[e] == k:
+            e += 1
+        _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
+                  upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa)
+        a = e
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
+              upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa):
+    """Step units [a, e), all of kind ``k``, and add their share to the block partials ``pa``.
+
+    Written as a sequence of short loops over the run, each doing one piece of the physics for
+    every unit (array in, array out, with the kind's parameters as scalars), rather than one long
+    loop that does everything for one unit: short, mostly branch-free loops are vectorized by the
+    compiler and keep the processor's pipelines full, where one long loop is bound by each unit's
+    chain of dependent divisions, square roots and table lookups. Intermediate values live in
+    per-thread scratch rows that stay in L1/L2 cache.
+    """
+    m = e - a
+    # --- views of this run's state, parameters and scratch
+    soc = dyn[src, SOC, a:e]
+    v1 = dyn[src, V_RC1, a:e]
+    v2 = dyn[src, V_RC2, a:e]
+    temp = dyn[src, TEMP_C, a:e]
+    fl = flags[a:e]
+    al = alarms[src, a:e]
+    cap = upar[CAP_AH, a:e]
+    r0 = upar[R0_OHM, a:e]
+    r1 = upar[R1_OHM, a:e]
+    r2 = upar[R2_OHM, a:e]
+    der = upar[DERATE, a:e]
+    sp = upar[SETPOINT_W, a:e]
+    tab = ocv[int(kp[k, K_OCV_TABLE])]
+    tab_int = ocv_int[int(kp[k, K_OCV_TABLE])]
+    ocv0 = sc[S_OCV0, :m]
+    hdis = sc[S_HDIS, :m]
+    hchg = sc[S_HCHG, :m]
+    preq = sc[S_PREQ, :m]
+    loss = sc[S_LOSS, :m]
+    cur = sc[S_CUR, :m]
+    slope = sc[S_SLOPE, :m]
+    soc1 = sc[S_SOC1, :m]
+    ocv1 = sc[S_OCV1, :m]
+    f0 = sc[S_F0, :m]
+    f1 = sc[S_F1, :m]
+    ocv_avg = sc[S_OCVAVG, :m]
+    vrca = sc[S_VRCA, :m]
+    edc = sc[S_EDC, :m]
+    eloss = sc[S_ELOSS, :m]
+    heat = sc[S_HEAT, :m]
+    vterm = sc[S_VTERM, :m]
+    pac = sc[S_PAC, :m]
+    pdc = sc[S_PDC, :m]
+    temp1 = sc[S_TEMP1, :m]
+    phvac = sc[S_PHVAC, :m]
+    qrw = sc[S_QRW, :m]
+    tnb = sc[S_TNB, :m]
+    tamb = sc[S_TAMB, :m]
+    latched = si[I_LATCHED, :m]
+    clamped = si[I_CLAMPED, :m]
+    nnb = si[I_NNB, :m]
+    state = si[I_STATE, :m]
+    alarm = si[I_ALARMS, :m]
+    # --- the kind's parameters
+    ns = kp[k, K_N_SERIES]
+    eta = kp[k, K_ETA_COULOMB]
+    p_rated = kp[k, K_P_RATED]
+    inv_p_rated = kp[k, K_INV_P_RATED]
+    l0 = kp[k, K_PCS_L0]
+    l1 = kp[k, K_PCS_L1]
+    l2 = kp[k, K_PCS_L2]
+    i_d = kp[k, K_I_MAX_DIS]
+    i_c = kp[k, K_I_MAX_CHG]
+    v_min = kp[k, K_V_MIN]
+    v_max = kp[k, K_V_MAX]
+    soc_min = kp[k, K_SOC_MIN]
+    soc_max = kp[k, K_SOC_MAX]
+    inv_taper = kp[k, K_INV_TAPER]
+    t_der = kp[k, K_T_DERATE]
+    t_hi = kp[k, K_T_TRIP_HI]
+    inv_span = kp[k, K_INV_DERATE_SPAN]
+    t_min_chg = kp[k, K_T_MIN_CHARGE]
+    om1 = kp[k, K_OM1]
+    av1 = kp[k, K_AV1]
+    om2 = kp[k, K_OM2]
+    av2 = kp[k, K_AV2]
     d_sign = disp[D_SIGN]
     d_alpha = disp[D_ALPHA]
     d_beta = disp[D_BETA]
-    inv3600 = 1.0 / 3600.0
     inv_dt = 1.0 / dt
+    h_per_s = 1.0 / 3600.0
+    soc_per_as = dt / 3600.0           # SoC moved by 1 A over the step, times capacity [Ah]
 
-    # --- 1: protection latch and reset, dispatch, PCS, current with its limits
+    # ============ 1: protection latch and reset, dispatch, PCS, current and its limits
     for j in range(m):
-        i = lo + j
-        k = kind[i]
-        fl = flags[i]
-        soc = dyn[src, SOC, i]
-        v1 = dyn[src, V_RC1, i]
-        v2 = dyn[src, V_RC2, i]
-        latched = alarms[src, i] & TRIP_MASK
-        if fl & FLAG_RESET:
-            latched &= ALARM_THERMAL_RUNAWAY
-        s_latched[j] = latched
-        ns = kp[k, K_N_SERIES]
-        tbl = int(kp[k, K_OCV_TABLE])
-        r0 = np.float64(upar[R0_OHM, i])
-        ocv0 = ns * ocv_cell(ocv, tbl, soc)
-        e_src = ocv0 - v1 - v2
-        p_req = 0.0
-        cur = 0.0
-        loss = 0.0
-        clamped = False
-        if (fl & FLAG_ENABLED) and latched == 0:
-            current_mode = False
-            if fl & FLAG_MANUAL:
-                sp = np.float64(upar[SETPOINT_W, i])
-                if fl & FLAG_CURRENT_MODE:
-                    current_mode = True
-                    cur = sp
-                    p_req = sp * (e_src - sp * r0)
-                    clamped = True
-                else:
-                    h_dis, h_chg = headroom_w(kp, k, soc, dyn[src, TEMP_C, i], ocv0, r0,
-                                              np.float64(upar[DERATE, i]))
-                    p_req = min(sp, h_dis) if sp >= 0.0 else max(sp, -h_chg)
-            elif d_sign != 0.0:
-                h_dis, h_chg = headroom_w(kp, k, soc, dyn[src, TEMP_C, i], ocv0, r0,
-                                          np.float64(upar[DERATE, i]))
-                if d_sign > 0.0:
-                    w = h_dis * soc
-                    p_req = d_alpha * w + d_beta * (h_dis - w)
-                else:
-                    w = h_chg * (1.0 - soc)
-                    p_req = -(d_alpha * w + d_beta * (h_chg - w))
-            eta = kp[k, K_ETA_COULOMB]
-            inv_cap_s = 1.0 / (3600.0 * np.float64(upar[CAP_AH, i]))   # SoC per coulomb
-            if (not current_mode) and p_req != 0.0:
-                loss = pcs_loss_w(p_req, kp[k, K_P_RATED], kp[k, K_INV_P_RATED],
-                                  kp[k, K_PCS_L0], kp[k, K_PCS_L1], kp[k, K_PCS_L2])
-                p_dc = p_req + loss
-                if p_req < 0.0 and p_dc > 0.0:
-                    p_dc = 0.0
-                # Solve P = i * v_avg(i) with the terminal voltage averaged over the step, so the
-                # energy the step delivers is the setpoint times dt for any dt: the RC voltages
-                # and the OCV move linearly with i over the step (exact for the RC pairs, first
-                # order in the OCV slope).
-                av1 = kp[k, K_AV1]
-                av2 = kp[k, K_AV2]
-                d_ocv = ns * ocv_cell_slope(ocv, tbl, soc) * 0.5 * dt * inv_cap_s
-                if p_dc < 0.0:
-                    d_ocv *= eta
-                r_avg = (r0 + np.float64(upar[R1_OHM, i]) * (1.0 - av1)
-                         + np.float64(upar[R2_OHM, i]) * (1.0 - av2) + d_ocv)
-                cur = current_for_power(p_dc, ocv0 - v1 * av1 - v2 * av2, r_avg)
-            if cur > 0.0:
-                i_hi = min(kp[k, K_I_MAX_DIS], (e_src - kp[k, K_V_MIN]) / r0,
-                           (soc - kp[k, K_SOC_MIN]) / (dt * inv_cap_s))
-                if cur > i_hi:
-                    cur = max(0.0, i_hi)
-                    clamped = True
-            elif cur < 0.0:
-                i_lo = max(-kp[k, K_I_MAX_CHG], (e_src - kp[k, K_V_MAX]) / r0,
-                           -(kp[k, K_SOC_MAX] - soc) / (eta * dt * inv_cap_s))
-                if cur < i_lo:
-                    cur = min(0.0, i_lo)
-                    clamped = True
-        s_cur[j] = cur
-        s_preq[j] = p_req
-        s_loss[j] = loss
-        s_clamped[j] = clamped
+        lat = al[j] & TRIP_MASK
+        if fl[j] & FLAG_RESET:
+            lat &= ALARM_THERMAL_RUNAWAY
+        latched[j] = lat
+    for j in range(m):
+        ocv0[j] = ns * _interp(tab, soc[j])
+    for j in range(m):
+        slope[j] = ns * _slope(tab, soc[j])
+    for j in range(m):
+        hdis[j], hchg[j] = _headroom(soc[j], temp[j], ocv0[j], np.float64(r0[j]),
+                                     np.float64(der[j]), p_rated, t_der, t_hi, inv_span,
+                                     t_min_chg, soc_min, soc_max, inv_taper, i_d, i_c)
+    for j in range(m):
+        f = fl[j]
+        s = np.float64(sp[j])
+        if d_sign > 0.0:
+            w = hdis[j] * soc[j]
+            auto = d_alpha * w + d_beta * (hdis[j] - w)
+        elif d_sign < 0.0:
+            w = hchg[j] * (1.0 - soc[j])
+            auto = -(d_alpha * w + d_beta * (hchg[j] - w))
+        else:
+            auto = 0.0
+        manual = min(s, hdis[j]) if s >= 0.0 else max(s, -hchg[j])
+        by_current = s * (ocv0[j] - v1[j] - v2[j] - s * np.float64(r0[j]))
+        req = auto
+        if f & FLAG_MANUAL:
+            req = by_current if f & FLAG_CURRENT_MODE else manual
+        if (f & FLAG_ENABLED) == 0 or latched[j] != 0:
+            req = 0.0
+        preq[j] = req
+    for j in range(m):
+        # Solve P = i * v_avg(i) with the terminal voltage averaged over the step, so a step
+        # delivers the setpoint's energy for any dt: the RC voltages and the OCV move linearly
+        # with i over the step (exact for the RC pairs, first order in the OCV slope).
+        req = preq[j]
+        x = abs(req) * inv_p_rated
+        ls = p_rated * (l0 + x * (l1 + x * l2)) if req != 0.0 else 0.0
+        p_dc = req + ls
+        if req < 0.0 and p_dc > 0.0:
+            p_dc = 0.0
+        d_ocv = slope[j] * 0.5 * soc_per_as / cap[j]
+        if p_dc < 0.0:
+            d_ocv *= eta
+        e_avg = ocv0[j] - v1[j] * av1 - v2[j] * av2
+        r_avg = r0[j] + r1[j] * (1.0 - av1) + r2[j] * (1.0 - av2) + d_ocv
+        disc = e_avg * e_avg - 4.0 * r_avg * p_dc
+        c = 2.0 * p_dc / (e_avg + math.sqrt(max(disc, 0.0)))
+        if disc < 0.0:
+            c = e_avg / (2.0 * r_avg)
+        loss[j] = ls
+        cur[j] = c
+    for j in range(m):
+        f = fl[j]
+        c = cur[j]
+        cm = (f & FLAG_MANUAL) != 0 and (f & FLAG_CURRENT_MODE) != 0
+        if cm:
+            c = np.float64(sp[j])
+            loss[j] = 0.0
+        if (f & FLAG_ENABLED) == 0 or latched[j] != 0:
+            c = 0.0
+        e_src = ocv0[j] - v1[j] - v2[j]
+        q_s = soc_per_as / cap[j]
+        i_hi = max(0.0, min(i_d, (e_src - v_min) / r0[j], (soc[j] - soc_min) / q_s))
+        i_lo = min(0.0, max(-i_c, (e_src - v_max) / r0[j], -(soc_max - soc[j]) / (eta * q_s)))
+        c2 = min(max(c, i_lo), i_hi)
+        clamped[j] = 1 if (cm or c2 != c) else 0
+        cur[j] = c2
 
-    # --- 2: equivalent circuit, SoC and energy accounts (exact for a held current)
-    s_p_ac = s_p_dc = s_p_req = s_soc = s_e_st = s_e_av = s_e_cap = 0.0
-    s_ac_c = s_ac_d = s_dc_c = s_dc_d = s_loss_e = s_efc = 0.0
-    soc_min = np.inf
-    soc_max = -np.inf
+    # ============ 2: equivalent circuit, SoC, OCV and energy accounts (exact for a held current)
     for j in range(m):
-        i = lo + j
-        k = kind[i]
-        cur = s_cur[j]
-        soc = dyn[src, SOC, i]
-        r0 = np.float64(upar[R0_OHM, i])
-        ns = kp[k, K_N_SERIES]
-        tbl = int(kp[k, K_OCV_TABLE])
-        eta = kp[k, K_ETA_COULOMB]
-        v1n, v1a = rc_update(dyn[src, V_RC1, i], cur, np.float64(upar[R1_OHM, i]),
-                             kp[k, K_OM1], kp[k, K_AV1])
-        v2n, v2a = rc_update(dyn[src, V_RC2, i], cur, np.float64(upar[R2_OHM, i]),
-                             kp[k, K_OM2], kp[k, K_AV2])
-        cap = np.float64(upar[CAP_AH, i])
-        dq = cur * dt * inv3600 / cap
-        if cur < 0.0:
+        c = cur[j]
+        dq = c * soc_per_as / cap[j]
+        if c < 0.0:
             dq *= eta
-        soc1 = min(1.0, max(0.0, soc - dq))
-        dsoc = soc1 - soc
-        ocv1 = ns * ocv_cell(ocv, tbl, soc1)
-        f1 = ocv_cell_integral(ocv, ocv_int, tbl, soc1)
-        if dsoc == 0.0:
-            ocv_avg = ns * ocv_cell(ocv, tbl, soc)
-        elif int(soc * OCV_SEGMENTS) == int(soc1 * OCV_SEGMENTS):
-            ocv_avg = 0.5 * (ns * ocv_cell(ocv, tbl, soc) + ocv1)   # exact on one linear segment
-        else:
-            ocv_avg = ns * (f1 - ocv_cell_integral(ocv, ocv_int, tbl, soc)) / dsoc
-        e_ohm = cur * dt * (cur * r0 + v1a + v2a)               # [J] into R0 and the RC pairs
-        e_dc = cur * dt * ocv_avg - e_ohm                       # [J] out of the terminals
-        e_coul = 0.0
-        if cur < 0.0:
-            e_coul = -(1.0 - eta) * cur * dt * ocv_avg          # [J] charge lost to side reactions
-        p_dc_act = e_dc * inv_dt
-        loss = s_loss[j]
-        if cur == 0.0:
-            loss = 0.0
-            p_ac = 0.0
-        else:
-            if s_clamped[j]:
-                loss = pcs_loss_w(p_dc_act, kp[k, K_P_RATED], kp[k, K_INV_P_RATED],
-                                  kp[k, K_PCS_L0], kp[k, K_PCS_L1], kp[k, K_PCS_L2])
-            p_ac = p_dc_act - loss
-        s_pac[j] = p_ac
-        s_heat[j] = (e_ohm + e_coul) * inv_dt
-        v_term = ocv1 - v1n - v2n - cur * r0
-        s_vterm[j] = v_term
-        e_ac = p_ac * dt * inv3600
-        ac_c = dyn[src, E_AC_CHARGED, i]
-        ac_d = dyn[src, E_AC_DISCHARGED, i]
-        if e_ac >= 0.0:
-            ac_d += e_ac
-        else:
-            ac_c -= e_ac
-        dc_c = dyn[src, E_DC_CHARGED, i]
-        dc_d = dyn[src, E_DC_DISCHARGED, i]
-        if e_dc >= 0.0:
-            dc_d += e_dc * inv3600
-        else:
-            dc_c -= e_dc * inv3600
-        e_loss = dyn[src, E_LOSS, i] + (loss * dt + e_ohm + e_coul) * inv3600
-        efc = dyn[src, EFC, i] + 0.5 * abs(dsoc)
-        dyn[dst, SOC, i] = soc1
-        dyn[dst, V_RC1, i] = v1n
-        dyn[dst, V_RC2, i] = v2n
-        dyn[dst, E_AC_CHARGED, i] = ac_c
-        dyn[dst, E_AC_DISCHARGED, i] = ac_d
-        dyn[dst, E_DC_CHARGED, i] = dc_c
-        dyn[dst, E_DC_DISCHARGED, i] = dc_d
-        dyn[dst, E_LOSS, i] = e_loss
-        dyn[dst, EFC, i] = efc
-        out[dst, CURRENT_A, i] = cur
-        out[dst, VOLTAGE_V, i] = v_term
-        out[dst, P_AC_W, i] = p_ac
-        out[dst, P_DC_W, i] = p_dc_act
-        out[dst, P_REQUEST_W, i] = s_preq[j]
-        e_scale = ns * cap                      # Wh per volt of F (Ah x V)
-        s_p_ac += p_ac
-        s_p_dc += p_dc_act
-        s_p_req += s_preq[j]
-        s_soc += soc1
-        soc_min = min(soc_min, soc1)
-        soc_max = max(soc_max, soc1)
-        s_e_st += e_scale * f1
-        s_e_av += e_scale * max(0.0, f1 - kp[k, K_F_SOC_MIN])
-        s_e_cap += e_scale * (kp[k, K_F_SOC_MAX] - kp[k, K_F_SOC_MIN])
-        s_ac_c += ac_c
-        s_ac_d += ac_d
-        s_dc_c += dc_c
-        s_dc_d += dc_d
-        s_loss_e += e_loss
-        s_efc += efc
-
-    # --- 3: thermal (HVAC, neighbours from the published snapshot, self-heating, runaway)
-    s_p_hvac = s_aux = s_temp = 0.0
-    t_max = -np.inf
-    t_min = np.inf
+        soc1[j] = min(1.0, max(0.0, soc[j] - dq))
     for j in range(m):
-        i = lo + j
-        k = kind[i]
-        fl = flags[i]
-        temp = dyn[src, TEMP_C, i]
-        n_nb = 0
-        t_nb = 0.0
-        if fl & FLAG_NEIGHBOUR_LEFT:
-            n_nb += 1
-            t_nb += dyn[src, TEMP_C, i - 1]
-        if fl & FLAG_NEIGHBOUR_RIGHT:
-            n_nb += 1
-            t_nb += dyn[src, TEMP_C, i + 1]
-        q_rw = 0.0
-        if s_latched[j] & ALARM_THERMAL_RUNAWAY:
-            e_rw = kp[k, K_RW_ENERGY_J]
-            rel0 = np.float64(upar[RW_RELEASED_J, i])
-            rel1 = e_rw - (e_rw - rel0) * math.exp(-dt / kp[k, K_RW_TAU_S])
-            upar[RW_RELEASED_J, i] = rel1
-            q_rw = (rel1 - rel0) * inv_dt
-        elif temp > kp[k, K_RW_ONSET_C]:
-            q_rw = self_heating_w(kp, k, temp)
-        temp1, p_hvac = thermal_step(kp, k, temp, s_heat[j] + q_rw,
-                                     t_amb + upar[AMBIENT_OFFSET_C, i], n_nb, t_nb,
-                                     (fl & FLAG_HVAC_FAILED) == 0)
-        e_aux = dyn[src, E_AUX, i] + p_hvac * dt * inv3600
-        dyn[dst, TEMP_C, i] = temp1
-        dyn[dst, E_AUX, i] = e_aux
-        out[dst, P_HVAC_W, i] = p_hvac
-        s_temp1[j] = temp1
-        s_p_hvac += p_hvac
-        s_aux += e_aux
-        s_temp += temp1
-        t_max = max(t_max, temp1)
-        t_min = min(t_min, temp1)
-
-    # --- 4: protection and state, aging sample, next step's dispatch sums, counts
-    s_p_man = s_soh = s_alarm = 0.0
-    s_h_d = s_h_c = s_w_d = s_w_c = 0.0
-    counts = np.zeros(N_STATES + SOC_BANDS + TEMP_BANDS)
+        ocv1[j] = ns * _interp(tab, soc1[j])
     for j in range(m):
-        i = lo + j
-        k = kind[i]
-        fl = flags[i]
-        temp1 = s_temp1[j]
-        cur = s_cur[j]
-        v_term = s_vterm[j]
-        latched = s_latched[j]
-        v_meas = v_term
-        t_meas = temp1
-        i_meas = cur
-        if fl & FLAG_SENSOR_FAULT:
-            v_meas = apply_fault(sfault[i, CH_VOLTAGE], v_term, t_s + dt)
-            t_meas = apply_fault(sfault[i, CH_TEMPERATURE], temp1, t_s + dt)
-            i_meas = apply_fault(sfault[i, CH_CURRENT], cur, t_s + dt)
+        f1[j] = _integral(tab, tab_int, soc1[j])
+    for j in range(m):
+        f0[j] = _integral(tab, tab_int, soc[j])
+    for j in range(m):
+        ds = soc1[j] - soc[j]
+        same = int(soc[j] * OCV_SEGMENTS) == int(soc1[j] * OCV_SEGMENTS)
+        avg = ns * (f1[j] - f0[j]) / ds if ds != 0.0 else ocv0[j]
+        if same:
+            avg = 0.5 * (ocv0[j] + ocv1[j])    # exact on one linear segment
+        ocv_avg[j] = avg
+    v1o = dyn[dst, V_RC1, a:e]
+    v2o = dyn[dst, V_RC2, a:e]
+    for j in range(m):
+        c = cur[j]
+        v_inf = c * r1[j]
+        d = v1[j] - v_inf
+        v1o[j] = v_inf + d * (1.0 - om1)
+        vrca[j] = v_inf + d * av1
+    for j in range(m):
+        c = cur[j]
+        v_inf = c * r2[j]
+        d = v2[j] - v_inf
+        v2o[j] = v_inf + d * (1.0 - om2)
+        vrca[j] += v_inf + d * av2
+    for j in range(m):
+        c = cur[j]
+        e_ohm = c * dt * (c * r0[j] + vrca[j])          # [J] into R0 and the RC pairs
+        e_coul = -(1.0 - eta) * c * dt * ocv_avg[j] if c < 0.0 else 0.0   # side reactions
+        edc[j] = c * dt * ocv_avg[j] - e_ohm             # [J] out of the terminals
+        heat[j] = (e_ohm + e_coul) * inv_dt
+        eloss[j] = e_ohm + e_coul
+    for j in range(m):
+        p_dc = edc[j] * inv_dt
+        ls = loss[j]
+        if clamped[j]:
+            x = abs(p_dc) * inv_p_rated
+            ls = p_rated * (l0 + x * (l1 + x * l2))
+        if cur[j] == 0.0:
+            ls = 0.0
+        pac[j] = p_dc - ls if cur[j] != 0.0 else 0.0
+        pdc[j] = p_dc
+        loss[j] = ls
+    for j in range(m):
+        vterm[j] = ocv1[j] - v1o[j] - v2o[j] - cur[j] * r0[j]
+    # energy counters [Wh], state and outputs
+    src_c = dyn[src, E_AC_CHARGED, a:e]
+    dst_c = dyn[dst, E_AC_CHARGED, a:e]
+    for j in range(m):
+        dst_c[j] = src_c[j] + max(0.0, -pac[j]) * dt * h_per_s
+    src_d = dyn[src, E_AC_DISCHARGED, a:e]
+    dst_d = dyn[dst, E_AC_DISCHARGED, a:e]
+    for j in range(m):
+        dst_d[j] = src_d[j] + max(0.0, pac[j]) * dt * h_per_s
+    src_c = dyn[src, E_DC_CHARGED, a:e]
+    dst_c = dyn[dst, E_DC_CHARGED, a:e]
+    for j in range(m):
+        dst_c[j] = src_c[j] + max(0.0, -edc[j]) * h_per_s
+    src_d = dyn[src, E_DC_DISCHARGED, a:e]
+    dst_d = dyn[dst, E_DC_DISCHARGED, a:e]
+    for j in range(m):
+        dst_d[j] = src_d[j] + max(0.0, edc[j]) * h_per_s
+    src_l = dyn[src, E_LOSS, a:e]
+    dst_l = dyn[dst, E_LOSS, a:e]
+    for j in range(m):
+        dst_l[j] = src_l[j] + (loss[j] * dt + eloss[j]) * h_per_s
+    src_f = dyn[src, EFC, a:e]
+    dst_f = dyn[dst, EFC, a:e]
+    for j in range(m):
+        dst_f[j] = src_f[j] + 0.5 * abs(soc1[j] - soc[j])
+    dst_s = dyn[dst, SOC, a:e]
+    for j in range(m):
+        dst_s[j] = soc1[j]
+    o = out[dst, CURRENT_A, a:e]
+    for j in range(m):
+        o[j] = cur[j]
+    o = out[dst, VOLTAGE_V, a:e]
+    for j in range(m):
+        o[j] = vterm[j]
+    o = out[dst, P_AC_W, a:e]
+    for j in range(m):
+        o[j] = pac[j]
+    o = out[dst, P_DC_W, a:e]
+    for j in range(m):
+        o[j] = pdc[j]
+    o = out[dst, P_REQUEST_W, a:e]
+    for j in range(m):
+        o[j] = preq[j]
+
+    # ============ 3: thermal (neighbours from the published snapshot, HVAC, self-heating, runaway)
+    temp_all = dyn[src, TEMP_C]
+    for j in range(m):
+        f = fl[j]
+        t = 0.0
+        c = 0
+        if f & FLAG_NEIGHBOUR_LEFT:
+            t += temp_all[a + j - 1]
+            c += 1
+        if f & FLAG_NEIGHBOUR_RIGHT:
+            t += temp_all[a + j + 1]
+            c += 1
+        tnb[j] = t
+        nnb[j] = c
+    onset = kp[k, K_RW_ONSET_C]
+    hot = False
+    for j in range(m):
+        qrw[j] = 0.0
+        hot |= temp[j] > onset or (latched[j] & ALARM_THERMAL_RUNAWAY) != 0
+    if hot:                       # rare: self-heating above onset, or a unit in runaway
+        e_rw = kp[k, K_RW_ENERGY_J]
+        decay = math.exp(-dt / kp[k, K_RW_TAU_S])
+        for j in range(m):
+            if latched[j] & ALARM_THERMAL_RUNAWAY:
+                rel0 = np.float64(upar[RW_RELEASED_J, a + j])
+                rel1 = e_rw - (e_rw - rel0) * decay
+                upar[RW_RELEASED_J, a + j] = rel1
+                qrw[j] = (rel1 - rel0) * inv_dt
+            elif temp[j] > onset:
+                qrw[j] = self_heating_w(kp, k, temp[j])
+    amb_off = upar[AMBIENT_OFFSET_C, a:e]
+    for j in range(m):
+        tamb[j] = t_amb + amb_off[j]
+    g_amb = kp[k, K_G_AMB]
+    g_nb = kp[k, K_G_NB]
+    gain = kp[k, K_HVAC_GAIN]
+    t_cool = kp[k, K_HVAC_T_COOL]
+    t_heat = kp[k, K_HVAC_T_HEAT]
+    q_cool_max = kp[k, K_HVAC_COOL_W]
+    q_heat_max = kp[k, K_HVAC_HEAT_W]
+    inv_cop_c = kp[k, K_INV_COP_COOL]
+    inv_cop_h = kp[k, K_INV_COP_HEAT]
+    base_w = kp[k, K_HVAC_BASE_W]
+    for j in range(m):
+        tc = temp[j]
+        ok = (fl[j] & FLAG_HVAC_FAILED) == 0
+        q_sink = 0.0
+        t_set = 0.0
+        prop = False
+        if ok:
+            if tc > t_cool:
+                if gain * (tc - t_cool) >= q_cool_max:
+                    q_sink = q_cool_max
+                else:
+                    prop = True
+                    t_set = t_cool
+            elif tc < t_heat:
+                if gain * (t_heat - tc) >= q_heat_max:
+                    q_sink = -q_heat_max
+                else:
+                    prop = True
+                    t_set = t_heat
+        slot = K_TH + TH_SLOTS * nnb[j] + (3 if prop else 0)
+        base = heat[j] + qrw[j] + g_amb * tamb[j] + g_nb * tnb[j]
+        t_eq = (base + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
+        d = tc - t_eq
+        temp1[j] = t_eq + d * (1.0 - kp[k, slot])
+        q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink
+        p_el = q_hvac * inv_cop_c if q_hvac >= 0.0 else -q_hvac * inv_cop_h
+        phvac[j] = p_el + base_w if ok else 0.0
+    dst_t = dyn[dst, TEMP_C, a:e]
+    for j in range(m):
+        dst_t[j] = temp1[j]
+    src_x = dyn[src, E_AUX, a:e]
+    dst_x = dyn[dst, E_AUX, a:e]
+    for j in range(m):
+        dst_x[j] = src_x[j] + phvac[j] * dt * h_per_s
+    o = out[dst, P_HVAC_W, a:e]
+    for j in range(m):
+        o[j] = phvac[j]
+
+    # ============ 4: protection and unit state
+    v_hi = kp[k, K_V_TRIP_HI]
+    v_lo = kp[k, K_V_TRIP_LO]
+    t_lo = kp[k, K_T_TRIP_LO]
+    i_trip = kp[k, K_I_TRIP]
+    t_crit = kp[k, K_RW_CRIT_C]
+    any_fault = False
+    for j in range(m):
         new = 0
-        if v_meas > kp[k, K_V_TRIP_HI]:
+        if vterm[j] > v_hi:
             new |= ALARM_OVER_VOLTAGE
-        if v_meas < kp[k, K_V_TRIP_LO]:
+        if vterm[j] < v_lo:
             new |= ALARM_UNDER_VOLTAGE
-        if t_meas > kp[k, K_T_TRIP_HI]:
+        if temp1[j] > t_hi:
             new |= ALARM_OVER_TEMPERATURE
-        if t_meas < kp[k, K_T_TRIP_LO]:
+        if temp1[j] < t_lo:
             new |= ALARM_UNDER_TEMPERATURE
-        if abs(i_meas) > kp[k, K_I_TRIP]:
+        if abs(cur[j]) > i_trip:
             new |= ALARM_OVER_CURRENT
-        if ((latched & ALARM_THERMAL_RUNAWAY) or temp1 >= kp[k, K_RW_CRIT_C]
-                or (fl & FLAG_TRIGGER_RUNAWAY)):
+        if temp1[j] >= t_crit:
             new |= ALARM_THERMAL_RUNAWAY
-        if (new & ~latched) != 0:
-            upar[TRIPS, i] += 1.0
-        latched |= new
-        soc1 = dyn[dst, SOC, i]
-        derate = np.float64(upar[DERATE, i])
+        alarm[j] = new
+        any_fault |= (fl[j] & (FLAG_SENSOR_FAULT | FLAG_TRIGGER_RUNAWAY)) != 0
+    if any_fault:                 # rare: the BMS acts on faulted sensors; triggered runaways
+        t_meas_at = t_s + dt
+        for j in range(m):
+            f = fl[j]
+            if f & FLAG_TRIGGER_RUNAWAY:
+                alarm[j] |= ALARM_THERMAL_RUNAWAY
+            if f & FLAG_SENSOR_FAULT:
+                i = a + j
+                vm = apply_fault(sfault[i, CH_VOLTAGE], vterm[j], t_meas_at)
+                tm = apply_fault(sfault[i, CH_TEMPERATURE], temp1[j], t_meas_at)
+                im = apply_fault(sfault[i, CH_CURRENT], cur[j], t_meas_at)
+                new = alarm[j] & ALARM_THERMAL_RUNAWAY
+                if vm > v_hi:
+                    new |= ALARM_OVER_VOLTAGE
+                if vm < v_lo:
+                    new |= ALARM_UNDER_VOLTAGE
+                if tm > t_hi:
+                    new |= ALARM_OVER_TEMPERATURE
+                if tm < t_lo:
+                    new |= ALARM_UNDER_TEMPERATURE
+                if abs(im) > i_trip:
+                    new |= ALARM_OVER_CURRENT
+                alarm[j] = new
+    tripped = False
+    for j in range(m):
+        lat = latched[j]
+        if lat & ALARM_THERMAL_RUNAWAY:
+            alarm[j] |= ALARM_THERMAL_RUNAWAY
+        tripped |= (alarm[j] & ~lat) != 0
+    if tripped:
+        for j in range(m):
+            if (alarm[j] & ~latched[j]) != 0:
+                upar[TRIPS, a + j] += 1.0
+    rw_onset = kp[k, K_RW_ONSET_C]
+    for j in range(m):
+        f = fl[j]
+        lat = latched[j] | alarm[j]
         warn = 0
-        if soc1 >= kp[k, K_SOC_MAX] - 1e-9:
+        if soc1[j] >= soc_max - 1e-9:
             warn |= ALARM_SOC_HIGH
-        if soc1 <= kp[k, K_SOC_MIN] + 1e-9:
+        if soc1[j] <= soc_min + 1e-9:
             warn |= ALARM_SOC_LOW
-        if temp1 > kp[k, K_T_DERATE] or derate < 1.0:
+        if temp1[j] > t_der or der[j] < 1.0:
             warn |= ALARM_TEMPERATURE_DERATE
-        if temp1 > kp[k, K_RW_ONSET_C]:
+        if temp1[j] > rw_onset:
             warn |= ALARM_SELF_HEATING
-        if fl & FLAG_HVAC_FAILED:
+        if f & FLAG_HVAC_FAILED:
             warn |= ALARM_HVAC_FAULT
-        if fl & FLAG_SENSOR_FAULT:
+        if f & FLAG_SENSOR_FAULT:
             warn |= ALARM_SENSOR_FAULT
-        if fl & FLAG_COMM_FAULT:
+        if f & FLAG_COMM_FAULT:
             warn |= ALARM_COMM_FAULT
-        p_ac = s_pac[j]
-        if latched & ALARM_THERMAL_RUNAWAY:
-            state = THERMAL_RUNAWAY
-        elif latched != 0:
-            state = FAULT
-        elif (fl & FLAG_ENABLED) == 0:
-            state = OFFLINE
-        elif p_ac > 0.0:
-            state = DISCHARGING
-        elif p_ac < 0.0:
-            state = CHARGING
-        elif s_preq[j] != 0.0:
-            state = IDLE
+        if lat & ALARM_THERMAL_RUNAWAY:
+            st = THERMAL_RUNAWAY
+        elif lat != 0:
+            st = FAULT
+        elif (f & FLAG_ENABLED) == 0:
+            st = OFFLINE
+        elif pac[j] > 0.0:
+            st = DISCHARGING
+        elif pac[j] < 0.0:
+            st = CHARGING
+        elif preq[j] != 0.0:
+            st = IDLE
         else:
-            state = STANDBY
-        status[dst, i] = state
-        alarms[dst, i] = latched | warn
+            st = STANDBY
+        state[j] = st
+        latched[j] = lat
+        alarm[j] = lat | warn
+    so = status[dst, a:e]
+    for j in range(m):
+        so[j] = state[j]
+    ao = alarms[dst, a:e]
+    for j in range(m):
+        ao[j] = alarm[j]
 
-        r0 = np.float64(upar[R0_OHM, i])
-        if aging_dt > 0.0:          # sampled every aging interval (sample and hold)
-            model = int(kp[k, K_AGING_MODEL])
-            efc = dyn[dst, EFC, i]
-            aging_accumulate(model, acc, i, aging_dt, soc1, temp1, efc)
-            if temp1 > upar[T_MAX_C, i]:
-                upar[T_MAX_C, i] = temp1
+    # ============ aging, sampled every aging interval (sample and hold)
+    if aging_dt > 0.0:
+        model = int(kp[k, K_AGING_MODEL])
+        for j in range(m):
+            i = a + j
+            efc = dst_f[j]
+            aging_accumulate(model, acc, i, aging_dt, soc1[j], temp1[j], efc)
+            if temp1[j] > upar[T_MAX_C, i]:
+                upar[T_MAX_C, i] = temp1[j]
             if aging_update_due(model, acc, i, efc):
                 aging_update(model, acc, ast, i, efc, np.float64(upar[AGING_FACTOR, i]))
                 q = aging_relative_capacity(model, ast, i)
@@ -424,62 +682,69 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
                 upar[R0_OHM, i] = upar[R0_NOM_OHM, i] * r
                 upar[R1_OHM, i] = upar[R1_NOM_OHM, i] * r
                 upar[R2_OHM, i] = upar[R2_NOM_OHM, i] * r
-                r0 = np.float64(upar[R0_OHM, i])
 
-        if (fl & FLAG_ENABLED) and latched == 0:
-            if fl & FLAG_MANUAL:
-                s_p_man += s_preq[j]
-            else:
-                ocv1 = kp[k, K_N_SERIES] * ocv_cell(ocv, int(kp[k, K_OCV_TABLE]), soc1)
-                h_dis1, h_chg1 = headroom_w(kp, k, soc1, temp1, ocv1, r0, derate)
-                s_h_d += h_dis1
-                s_h_c += h_chg1
-                s_w_d += h_dis1 * soc1
-                s_w_c += h_chg1 * (1.0 - soc1)
-        s_soh += upar[SOH, i]
-        if (latched | warn) != 0:
-            s_alarm += 1.0
-        counts[state] += 1.0
-        counts[N_STATES + min(int(soc1 * SOC_BANDS), SOC_BANDS - 1)] += 1.0
+    # ============ the next step's dispatch sums and this run's share of the aggregates
+    # (scratch rows of phase 1 are free again and hold the masked per-unit terms)
+    for j in range(m):
+        hd, hc = _headroom(soc1[j], temp1[j], ocv1[j], np.float64(r0[j]), np.float64(der[j]),
+                           p_rated, t_der, t_hi, inv_span, t_min_chg, soc_min, soc_max,
+                           inv_taper, i_d, i_c)
+        f = fl[j]
+        auto = (f & FLAG_ENABLED) != 0 and latched[j] == 0 and (f & FLAG_MANUAL) == 0
+        hdis[j] = hd if auto else 0.0
+        hchg[j] = hc if auto else 0.0
+    for j in range(m):
+        f = fl[j]
+        manual = (f & FLAG_ENABLED) != 0 and latched[j] == 0 and (f & FLAG_MANUAL) != 0
+        loss[j] = preq[j] if manual else 0.0            # reused: manual-mode requests
+    for j in range(m):
+        slope[j] = np.float64(cap[j]) * max(0.0, f1[j] - kp[k, K_F_SOC_MIN])   # reused
+    h_c = _sum(hchg)
+    pa[AG_H_DIS] += _sum(hdis)
+    pa[AG_H_CHG] += h_c
+    pa[AG_W_DIS] += _dot(hdis, soc1)
+    pa[AG_W_CHG] += h_c - _dot(hchg, soc1)
+    pa[AG_P_MANUAL] += _sum(loss)
+    pa[AG_P_AC] += _sum(pac)
+    pa[AG_P_DC] += _sum(pdc)
+    pa[AG_P_REQUEST] += _sum(preq)
+    pa[AG_P_HVAC] += _sum(phvac)
+    pa[AG_SOC_SUM] += _sum(soc1)
+    lo_, hi_ = _min_max(soc1)
+    pa[AG_SOC_MIN] = min(pa[AG_SOC_MIN], lo_)
+    pa[AG_SOC_MAX] = max(pa[AG_SOC_MAX], hi_)
+    pa[AG_TEMP_SUM] += _sum(temp1)
+    lo_, hi_ = _min_max(temp1)
+    pa[AG_TEMP_MIN] = min(pa[AG_TEMP_MIN], lo_)
+    pa[AG_TEMP_MAX] = max(pa[AG_TEMP_MAX], hi_)
+    pa[AG_E_STORED_WH] += ns * _dot(cap, f1)
+    pa[AG_E_AVAILABLE_WH] += ns * _sum(slope)
+    pa[AG_E_CAPACITY_WH] += ns * _sum(cap) * (kp[k, K_F_SOC_MAX] - kp[k, K_F_SOC_MIN])
+    pa[AG_E_AC_CHARGED] += _sum(dyn[dst, E_AC_CHARGED, a:e])
+    pa[AG_E_AC_DISCHARGED] += _sum(dyn[dst, E_AC_DISCHARGED, a:e])
+    pa[AG_E_DC_CHARGED] += _sum(dyn[dst, E_DC_CHARGED, a:e])
+    pa[AG_E_DC_DISCHARGED] += _sum(dyn[dst, E_DC_DISCHARGED, a:e])
+    pa[AG_E_LOSS] += _sum(dst_l)
+    pa[AG_E_AUX] += _sum(dst_x)
+    pa[AG_EFC_SUM] += _sum(dst_f)
+    pa[AG_SOH_SUM] += _sum(upar[SOH, a:e])
+    n_alarm = 0
+    for j in range(m):
+        n_alarm += 1 if alarm[j] != 0 else 0
+    pa[AG_N_ALARM] += n_alarm
+    # Counts per state, SoC band and temperature band. Four interleaved tallies, because nearly
+    # all units land in the same bin: one tally would make every unit wait for the previous one.
+    tally = np.zeros((4, N_STATES + SOC_BANDS + TEMP_BANDS), dtype=np.int64)
+    for j in range(m):
+        t = tally[j & 3]
+        t[state[j]] += 1
+        t[N_STATES + min(int(soc1[j] * SOC_BANDS), SOC_BANDS - 1)] += 1
         tb = 0                                  # bands: < 0 C, 10 K wide up to 60 C, >= 60 C
-        if temp1 >= 0.0:
-            tb = min(int(temp1 * 0.1) + 1, TEMP_BANDS - 1)
-        counts[N_STATES + SOC_BANDS + tb] += 1.0
-
-    pa = partial[b]
-    pa[AG_P_AC] = s_p_ac
-    pa[AG_P_DC] = s_p_dc
-    pa[AG_P_HVAC] = s_p_hvac
-    pa[AG_P_REQUEST] = s_p_req
-    pa[AG_P_MANUAL] = s_p_man
-    pa[AG_SOC_SUM] = s_soc
-    pa[AG_E_STORED_WH] = s_e_st
-    pa[AG_E_AVAILABLE_WH] = s_e_av
-    pa[AG_E_CAPACITY_WH] = s_e_cap
-    pa[AG_E_AC_CHARGED] = s_ac_c
-    pa[AG_E_AC_DISCHARGED] = s_ac_d
-    pa[AG_E_DC_CHARGED] = s_dc_c
-    pa[AG_E_DC_DISCHARGED] = s_dc_d
-    pa[AG_E_LOSS] = s_loss_e
-    pa[AG_E_AUX] = s_aux
-    pa[AG_TEMP_SUM] = s_temp
-    pa[AG_TEMP_MAX] = t_max
-    pa[AG_TEMP_MIN] = t_min
-    pa[AG_SOC_MIN] = soc_min
-    pa[AG_SOC_MAX] = soc_max
-    pa[AG_SOH_SUM] = s_soh
-    pa[AG_EFC_SUM] = s_efc
-    pa[AG_N_ALARM] = s_alarm
-    pa[AG_H_DIS] = s_h_d
-    pa[AG_H_CHG] = s_h_c
-    pa[AG_W_DIS] = s_w_d
-    pa[AG_W_CHG] = s_w_c
-    for j in range(N_STATES):
-        pa[AG_STATE + j] = counts[j]
-    for j in range(SOC_BANDS):
-        pa[AG_SOC_BAND + j] = counts[N_STATES + j]
-    for j in range(TEMP_BANDS):
-        pa[AG_TEMP_BAND + j] = counts[N_STATES + SOC_BANDS + j]
+        if temp1[j] >= 0.0:
+            tb = min(int(temp1[j] * 0.1) + 1, TEMP_BANDS - 1)
+        t[N_STATES + SOC_BANDS + tb] += 1
+    for c in range(N_STATES + SOC_BANDS + TEMP_BANDS):
+        pa[AG_STATE + c] += tally[0, c] + tally[1, c] + tally[2, c] + tally[3, c]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -524,7 +789,7 @@ def _finish_step(farm_w, partial, agg, disp):
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def run_steps_parallel(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v,
                        aging_interval, aging_clock, disp, dyn, out, status, alarms, upar, flags,
-                       kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg):
+                       kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg, scratch, iscratch):
     """Advance ``n_steps`` steps with the blocks spread over threads; returns the new buffer."""
     n = flags.shape[0]
     for s in range(n_steps):
@@ -533,8 +798,10 @@ def run_steps_parallel(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb
         aging_dt = _aging_due(aging_clock, dt, aging_interval)
         dst = 1 - src
         for b in prange(partial.shape[0]):
+            tid = numba.get_thread_id()     # valid inside the parallel region only
             _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
-                        upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial)
+                        upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial,
+                        scratch[tid], iscratch[tid])
         _finish_step(farm_w, partial, agg, disp)
         src = dst
     return src
@@ -543,7 +810,7 @@ def run_steps_parallel(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb
 @njit(cache=True, nogil=True, error_model="numpy")
 def run_steps_serial(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v,
                      aging_interval, aging_clock, disp, dyn, out, status, alarms, upar, flags,
-                     kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg):
+                     kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg, scratch, iscratch):
     """Advance ``n_steps`` steps on the calling thread; returns the new buffer."""
     n = flags.shape[0]
     for s in range(n_steps):
@@ -553,7 +820,8 @@ def run_steps_serial(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v
         dst = 1 - src
         for b in range(partial.shape[0]):
             _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
-                        upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial)
+                        upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial,
+                        scratch[0], iscratch[0])
         _finish_step(farm_w, partial, agg, disp)
         src = dst
     return src
