@@ -70,7 +70,7 @@ class FarmConfig:
     initial_soc: float = 0.5
     initial_temp_c: float | None = None
     start_hour: float = 0.0
-    aging_interval_s: float = 1.0
+    aging_interval_s: float = 10.0
     ambient: dict[str, Any] = field(default_factory=lambda: {"kind": "constant", "value_c": 25.0})
     groups: list[UnitGroup] = field(default_factory=list)
 

@@ -486,18 +486,31 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
 
     # ============ 3: thermal (neighbours from the published snapshot, HVAC, self-heating, runaway)
     temp_all = dyn[src, TEMP_C]
-    for j in range(m):
+    # interior units read both neighbours unconditionally and mask by the flags (branch-free);
+    # the first and last unit of the farm have no neighbour on the outer side
+    j0 = 1 if a == 0 else 0
+    j1 = m - 1 if e == n else m
+    for j in range(j0, j1):
         f = fl[j]
-        t = 0.0
-        c = 0
-        if f & FLAG_NEIGHBOUR_LEFT:
-            t += temp_all[a + j - 1]
-            c += 1
-        if f & FLAG_NEIGHBOUR_RIGHT:
-            t += temp_all[a + j + 1]
-            c += 1
-        tnb[j] = t
-        nnb[j] = c
+        left = (f & FLAG_NEIGHBOUR_LEFT) != 0
+        right = (f & FLAG_NEIGHBOUR_RIGHT) != 0
+        tl = temp_all[a + j - 1]
+        tr = temp_all[a + j + 1]
+        tnb[j] = (tl if left else 0.0) + (tr if right else 0.0)
+        nnb[j] = (1 if left else 0) + (1 if right else 0)
+    for j in (0, m - 1):
+        if (j == 0 and j0 == 1) or (j == m - 1 and j1 == m - 1):
+            f = fl[j]
+            t = 0.0
+            c = 0
+            if f & FLAG_NEIGHBOUR_LEFT:
+                t += temp_all[a + j - 1]
+                c += 1
+            if f & FLAG_NEIGHBOUR_RIGHT:
+                t += temp_all[a + j + 1]
+                c += 1
+            tnb[j] = t
+            nnb[j] = c
     onset = kp[k, K_RW_ONSET_C]
     hot = False
     for j in range(m):
@@ -625,35 +638,19 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     for j in range(m):
         f = fl[j]
         lat = latched[j] | alarm[j]
-        warn = 0
-        if soc1[j] >= soc_max - 1e-9:
-            warn |= ALARM_SOC_HIGH
-        if soc1[j] <= soc_min + 1e-9:
-            warn |= ALARM_SOC_LOW
-        if temp1[j] > t_der or der[j] < 1.0:
-            warn |= ALARM_TEMPERATURE_DERATE
-        if temp1[j] > rw_onset:
-            warn |= ALARM_SELF_HEATING
-        if f & FLAG_HVAC_FAILED:
-            warn |= ALARM_HVAC_FAULT
-        if f & FLAG_SENSOR_FAULT:
-            warn |= ALARM_SENSOR_FAULT
-        if f & FLAG_COMM_FAULT:
-            warn |= ALARM_COMM_FAULT
-        if lat & ALARM_THERMAL_RUNAWAY:
-            st = THERMAL_RUNAWAY
-        elif lat != 0:
-            st = FAULT
-        elif (f & FLAG_ENABLED) == 0:
-            st = OFFLINE
-        elif pac[j] > 0.0:
-            st = DISCHARGING
-        elif pac[j] < 0.0:
-            st = CHARGING
-        elif preq[j] != 0.0:
-            st = IDLE
-        else:
-            st = STANDBY
+        warn = ((ALARM_SOC_HIGH if soc1[j] >= soc_max - 1e-9 else 0)
+                | (ALARM_SOC_LOW if soc1[j] <= soc_min + 1e-9 else 0)
+                | (ALARM_TEMPERATURE_DERATE if (temp1[j] > t_der or der[j] < 1.0) else 0)
+                | (ALARM_SELF_HEATING if temp1[j] > rw_onset else 0)
+                | (ALARM_HVAC_FAULT if (f & FLAG_HVAC_FAILED) != 0 else 0)
+                | (ALARM_SENSOR_FAULT if (f & FLAG_SENSOR_FAULT) != 0 else 0)
+                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0))
+        p = pac[j]
+        st = DISCHARGING if p > 0.0 else (CHARGING if p < 0.0 else
+                                            (IDLE if preq[j] != 0.0 else STANDBY))
+        st = st if (f & FLAG_ENABLED) != 0 else OFFLINE
+        st = st if lat == 0 else FAULT
+        st = THERMAL_RUNAWAY if (lat & ALARM_THERMAL_RUNAWAY) != 0 else st
         state[j] = st
         latched[j] = lat
         alarm[j] = lat | warn
