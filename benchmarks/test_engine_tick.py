@@ -25,7 +25,7 @@ def bytes_per_unit_step(farm: Farm, dt: float = 0.1) -> float:
     Ping-pong state: the source buffer is read, the destination written (a write also reads
     the line first: write-allocate). Per-unit parameters the tick reads: four resistances and
     capacity, derate, ambient offset, SoH; flags and kind. Aging accumulators are read and
-    written once per aging interval (1 s)."""
+    written once per aging interval (10 s by default)."""
     dyn = N_DYN * farm.dyn.itemsize * 3
     out = N_OUT * farm.out.itemsize * 2
     status = farm.status.itemsize * 2
