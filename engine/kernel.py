@@ -94,8 +94,8 @@ def dispatch_coefficients(farm_w, agg, disp):
 # Scratch rows of one block (float64 and int64), reused by every block a thread processes.
 S_OCV0, S_HDIS, S_HCHG, S_PREQ, S_LOSS, S_CUR, S_SLOPE, S_SOC1, S_OCV1, S_F0, S_F1 = range(11)
 S_OCVAVG, S_VRCA, S_EDC, S_ELOSS, S_HEAT, S_VTERM, S_PAC, S_PDC, S_TEMP1, S_PHVAC = range(11, 21)
-S_QRW, S_TNB, S_TAMB = range(21, 24)
-N_SCRATCH = 24
+S_QRW, S_TNB, S_TAMB, S_INVCAP, S_BASE = range(21, 26)
+N_SCRATCH = 26
 I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS = range(5)
 N_ISCRATCH = 5
 
@@ -129,41 +129,25 @@ def _slope(tab, soc):
     return (tab[j + 1] - tab[j]) * n
 
 
-@njit(**_INLINE)
+# Sums may be reassociated (vectorized): a compiled kernel adds in one fixed order, so a run is
+# still bitwise the same for the same seed, whatever the thread count.
+_REDUCE = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+
+
+@njit(**_REDUCE)
 def _sum(x):
-    """Sum in four interleaved partial sums: a fixed order (so every run is bitwise the same)
-    that does not make each addition wait for the previous one."""
-    s0 = s1 = s2 = s3 = 0.0
-    m = x.shape[0]
-    j = 0
-    while j + 4 <= m:
-        s0 += x[j]
-        s1 += x[j + 1]
-        s2 += x[j + 2]
-        s3 += x[j + 3]
-        j += 4
-    while j < m:
-        s0 += x[j]
-        j += 1
-    return (s0 + s1) + (s2 + s3)
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += x[j]
+    return s
 
 
-@njit(**_INLINE)
+@njit(**_REDUCE)
 def _dot(x, y):
-    """Sum of products, in the same interleaved order as :func:`_sum`."""
-    s0 = s1 = s2 = s3 = 0.0
-    m = x.shape[0]
-    j = 0
-    while j + 4 <= m:
-        s0 += x[j] * y[j]
-        s1 += x[j + 1] * y[j + 1]
-        s2 += x[j + 2] * y[j + 2]
-        s3 += x[j + 3] * y[j + 3]
-        j += 4
-    while j < m:
-        s0 += x[j] * y[j]
-        j += 1
-    return (s0 + s1) + (s2 + s3)
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += x[j] * y[j]
+    return s
 
 
 @njit(**_INLINE)
@@ -280,6 +264,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     qrw = sc[S_QRW, :m]
     tnb = sc[S_TNB, :m]
     tamb = sc[S_TAMB, :m]
+    inv_cap = sc[S_INVCAP, :m]
+    tbase = sc[S_BASE, :m]
     latched = si[I_LATCHED, :m]
     clamped = si[I_CLAMPED, :m]
     nnb = si[I_NNB, :m]
@@ -314,8 +300,12 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     inv_dt = 1.0 / dt
     h_per_s = 1.0 / 3600.0
     soc_per_as = dt / 3600.0           # SoC moved by 1 A over the step, times capacity [Ah]
+    as_per_soc = 3600.0 / dt
+    inv_eta = 1.0 / eta
 
     # ============ 1: protection latch and reset, dispatch, PCS, current and its limits
+    for j in range(m):
+        inv_cap[j] = 1.0 / np.float64(cap[j])
     for j in range(m):
         lat = al[j] & TRIP_MASK
         if fl[j] & FLAG_RESET:
@@ -358,7 +348,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         p_dc = req + ls
         if req < 0.0 and p_dc > 0.0:
             p_dc = 0.0
-        d_ocv = slope[j] * 0.5 * soc_per_as / cap[j]
+        d_ocv = slope[j] * 0.5 * soc_per_as * inv_cap[j]
         if p_dc < 0.0:
             d_ocv *= eta
         e_avg = ocv0[j] - v1[j] * av1 - v2[j] * av2
@@ -379,9 +369,10 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         if (f & FLAG_ENABLED) == 0 or latched[j] != 0:
             c = 0.0
         e_src = ocv0[j] - v1[j] - v2[j]
-        q_s = soc_per_as / cap[j]
-        i_hi = max(0.0, min(i_d, (e_src - v_min) / r0[j], (soc[j] - soc_min) / q_s))
-        i_lo = min(0.0, max(-i_c, (e_src - v_max) / r0[j], -(soc_max - soc[j]) / (eta * q_s)))
+        inv_r0 = 1.0 / r0[j]
+        a_s = np.float64(cap[j]) * as_per_soc           # ampere-steps per unit of SoC
+        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc[j] - soc_min) * a_s))
+        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0, -(soc_max - soc[j]) * a_s * inv_eta))
         c2 = min(max(c, i_lo), i_hi)
         clamped[j] = 1 if (cm or c2 != c) else 0
         cur[j] = c2
@@ -389,7 +380,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     # ============ 2: equivalent circuit, SoC, OCV and energy accounts (exact for a held current)
     for j in range(m):
         c = cur[j]
-        dq = c * soc_per_as / cap[j]
+        dq = c * soc_per_as * inv_cap[j]
         if c < 0.0:
             dq *= eta
         soc1[j] = min(1.0, max(0.0, soc[j] - dq))
@@ -401,11 +392,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         f0[j] = _integral(tab, tab_int, soc[j])
     for j in range(m):
         ds = soc1[j] - soc[j]
-        same = int(soc[j] * OCV_SEGMENTS) == int(soc1[j] * OCV_SEGMENTS)
-        avg = ns * (f1[j] - f0[j]) / ds if ds != 0.0 else ocv0[j]
-        if same:
-            avg = 0.5 * (ocv0[j] + ocv1[j])    # exact on one linear segment
-        ocv_avg[j] = avg
+        # the exact mean OCV over the step: the integral's difference over the SoC moved
+        ocv_avg[j] = ns * (f1[j] - f0[j]) / ds if ds != 0.0 else ocv0[j]
     v1o = dyn[dst, V_RC1, a:e]
     v2o = dyn[dst, V_RC2, a:e]
     for j in range(m):
@@ -541,6 +529,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     inv_cop_h = kp[k, K_INV_COP_HEAT]
     base_w = kp[k, K_HVAC_BASE_W]
     for j in range(m):
+        tbase[j] = heat[j] + qrw[j] + g_amb * tamb[j] + g_nb * tnb[j]
+    for j in range(m):
         tc = temp[j]
         ok = (fl[j] & FLAG_HVAC_FAILED) == 0
         q_sink = 0.0
@@ -560,8 +550,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
                     prop = True
                     t_set = t_heat
         slot = K_TH + TH_SLOTS * nnb[j] + (3 if prop else 0)
-        base = heat[j] + qrw[j] + g_amb * tamb[j] + g_nb * tnb[j]
-        t_eq = (base + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
+        t_eq = (tbase[j] + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
         d = tc - t_eq
         temp1[j] = t_eq + d * (1.0 - kp[k, slot])
         q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink
