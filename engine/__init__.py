@@ -15,6 +15,7 @@ ensure_fresh_cache()
 from .config import ConfigError, FarmConfig, default_config, parse_config  # noqa: E402
 from .farm import Aggregates, Farm, Snapshot  # noqa: E402
 from .presets import PARAMETERS, PRESETS  # noqa: E402
+from .profiles import Profile  # noqa: E402
 
-__all__ = ["Aggregates", "ConfigError", "Farm", "FarmConfig", "PARAMETERS", "PRESETS", "Snapshot",
+__all__ = ["Aggregates", "ConfigError", "Farm", "FarmConfig", "PARAMETERS", "PRESETS", "Profile", "Snapshot",
            "default_config", "parse_config"]

@@ -35,6 +35,7 @@ from .config import FarmConfig, ConfigError, ocv_tables, parse_config, resolve_k
 from .kernel import (BLOCK, N_ISCRATCH, N_SCRATCH, dispatch_coefficients, dispatch_sums, run_steps_parallel,
                      run_steps_serial, stored_energy_wh)
 from .layout import *  # noqa: F403
+from .profiles import Profile
 from .layout import (DYN_NAMES, OUT_NAMES, STATE_NAMES, UPAR_NAMES, N_AGG, N_DISP, N_DYN, N_KPAR,
                      N_OUT, N_UPAR)
 from .thermal import thermal_factors
@@ -125,7 +126,7 @@ class Farm:
         self._lock = threading.Lock()           # guards the command queue
         self._step_lock = threading.Lock()      # one step at a time
         self._pending: list[Callable[[], bool]] = []
-        self._farm_w = 0.0
+        self._farm_profile = Profile.constant(0.0)
 
         self.kind = np.empty(n, dtype=np.int16)
         self.upar = np.zeros((N_UPAR, n), dtype=np.float32)
@@ -356,7 +357,8 @@ class Farm:
                 parallel = self.n_units >= PARALLEL_MIN_UNITS
             runner = run_steps_parallel if parallel else run_steps_serial
             kind, p, ts, vs = self._ambient_args()
-            src = runner(int(n), self._src, dt, self.time_s, self._farm_w, kind, p, ts, vs,
+            fk, fp, ft, fv = self._farm_profile.args()
+            src = runner(int(n), self._src, dt, self.time_s, fk, fp, ft, fv, kind, p, ts, vs,
                          float(self.aging_interval_s), self._aging_clock, self._disp,
                          self.dyn, self.out, self.status, self.alarms, self.upar, self.flags,
                          self.kind, self.kpar, self.ocv, self.ocv_int, self.sensor_faults,
@@ -385,21 +387,29 @@ class Farm:
         if changed:
             self._refresh_dispatch()
         else:
-            dispatch_coefficients(self._farm_w, self._agg, self._disp)
+            dispatch_coefficients(self._farm_profile(self.time_s), self._agg, self._disp)
 
     def _refresh_dispatch(self) -> None:
         dispatch_sums(self._src, self.dyn, self.alarms, self.upar, self.flags, self.kind,
                       self.kpar, self.ocv, self._agg)
-        dispatch_coefficients(self._farm_w, self._agg, self._disp)
+        dispatch_coefficients(self._farm_profile(self.time_s), self._agg, self._disp)
 
     def set_farm_power(self, watts: float) -> int:
         """Farm AC power setpoint [W] (positive = discharge), split over units in auto mode.
 
         Returns the tick at which it takes effect."""
-        w = _finite(watts, "farm power setpoint")
+        return self.set_farm_profile(Profile.constant(_finite(watts, "farm power setpoint")))
+
+    def set_farm_profile(self, profile: Profile) -> int:
+        """A farm power profile [W] over simulated time (see :mod:`bess_farm.engine.profiles`),
+        evaluated at every step inside the kernel; replaces the constant setpoint."""
+        if not isinstance(profile, Profile):
+            raise ValueError("set_farm_profile needs a bess_farm.engine.profiles.Profile")
+        if not np.all(np.isfinite(profile.vs)) or not np.all(np.isfinite(profile.p)):
+            raise ValueError("a farm profile must contain finite numbers only")
 
         def apply():
-            self._farm_w = w
+            self._farm_profile = profile
             return False
         return self._enqueue(apply)
 
@@ -548,7 +558,8 @@ class Farm:
     # ------------------------------------------------------------------ reading
     @property
     def farm_power_setpoint_w(self) -> float:
-        return self._farm_w
+        """The farm setpoint [W] at the present simulated time."""
+        return self._farm_profile(self.time_s)
 
     def _views(self, src: int) -> dict[str, np.ndarray]:
         v: dict[str, np.ndarray] = {}

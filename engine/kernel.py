@@ -23,6 +23,7 @@ from numba import njit, prange
 from .aging import (aging_accumulate, aging_relative_capacity, aging_relative_resistance,
                     aging_update, aging_update_due)
 from .ambient import ambient_c
+from .profiles import profile_value
 from .chemistry import OCV_POINTS, ocv_cell, ocv_cell_integral, ocv_cell_slope
 from .electrical import current_for_power, pcs_loss_w, rc_update
 from .layout import *  # noqa: F403  (field indices are compile-time constants)
@@ -765,6 +766,7 @@ def _aging_due(clock, dt, interval):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _finish_step(farm_w, partial, agg, disp):
+    """Reduce the block partials, then split the next step's farm setpoint ``farm_w``."""
     _reduce(partial, agg)
     dispatch_coefficients(farm_w, agg, disp)
 
@@ -773,7 +775,7 @@ def _finish_step(farm_w, partial, agg, disp):
 # cache keys a function by its qualified name, so one factory-made closure would share one cache
 # entry between the parallel and the serial variant.
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def run_steps_parallel(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v,
+def run_steps_parallel(n_steps, src, dt, t0, fp_kind, fp_p, fp_t, fp_v, amb_kind, amb_p, amb_t, amb_v,
                        aging_interval, aging_clock, disp, dyn, out, status, alarms, upar, flags,
                        kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg, scratch, iscratch):
     """Advance ``n_steps`` steps with the blocks spread over threads; returns the new buffer."""
@@ -788,13 +790,13 @@ def run_steps_parallel(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb
             _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
                         upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial,
                         scratch[tid], iscratch[tid])
-        _finish_step(farm_w, partial, agg, disp)
+        _finish_step(profile_value(t_s + dt, fp_kind, fp_p, fp_t, fp_v), partial, agg, disp)
         src = dst
     return src
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_steps_serial(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v,
+def run_steps_serial(n_steps, src, dt, t0, fp_kind, fp_p, fp_t, fp_v, amb_kind, amb_p, amb_t, amb_v,
                      aging_interval, aging_clock, disp, dyn, out, status, alarms, upar, flags,
                      kind, kp, ocv, ocv_int, sfault, acc, ast, partial, agg, scratch, iscratch):
     """Advance ``n_steps`` steps on the calling thread; returns the new buffer."""
@@ -808,7 +810,7 @@ def run_steps_serial(n_steps, src, dt, t0, farm_w, amb_kind, amb_p, amb_t, amb_v
             _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
                         upar, flags, kind, kp, ocv, ocv_int, sfault, acc, ast, partial,
                         scratch[0], iscratch[0])
-        _finish_step(farm_w, partial, agg, disp)
+        _finish_step(profile_value(t_s + dt, fp_kind, fp_p, fp_t, fp_v), partial, agg, disp)
         src = dst
     return src
 
