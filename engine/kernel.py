@@ -31,6 +31,8 @@ from .sensors import apply_fault
 from .thermal import self_heating_w, thermal_step
 
 BLOCK = 2048
+#: Runs shorter than this take the one-unit-at-a-time path (see _step_run_scalar).
+SCALAR_RUN_MAX = 16
 OCV_SEGMENTS = OCV_POINTS - 1
 
 
@@ -185,7 +187,7 @@ def _headroom(soc, temp_c, ocv_v, r0, derate, p_rated, t_der, t_hi, inv_span, t_
     return max(0.0, p_d * f * f_dis), max(0.0, p_c * f * f_chg * f_cold)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
                 dyn, out, status, alarms, upar, flags, kind, kp, ocv, ocv_int, sfault,
                 acc, ast, partial, sc, si):
@@ -208,8 +210,12 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
         e = a + 1
         while e < hi and kind[e] == k:
             e += 1
-        _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status, alarms,
-                  upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa)
+        if e - a < SCALAR_RUN_MAX:
+            _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out,
+                             status, alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, pa)
+        else:
+            _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status,
+                      alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa)
         a = e
 
 
@@ -734,9 +740,361 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         pa[AG_STATE + c] += tally[0, c] + tally[1, c] + tally[2, c] + tally[3, c]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status,
+                     alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, pa):
+    """:func:`_step_run` for a few units: the same equations, one unit at a time.
+
+    The short-loop form carries a fixed cost of about a microsecond per run (some fifty loops),
+    which dominates a farm of one or a few units (ten years of one unit are five million steps).
+    Every per-unit expression here is written as in :func:`_step_run`, so both give bitwise the
+    same unit state; tests/test_engine_properties.py holds them to it.
+    """
+    tab = ocv[int(kp[k, K_OCV_TABLE])]
+    tab_int = ocv_int[int(kp[k, K_OCV_TABLE])]
+    ns = kp[k, K_N_SERIES]
+    eta = kp[k, K_ETA_COULOMB]
+    p_rated = kp[k, K_P_RATED]
+    inv_p_rated = kp[k, K_INV_P_RATED]
+    l0 = kp[k, K_PCS_L0]
+    l1 = kp[k, K_PCS_L1]
+    l2 = kp[k, K_PCS_L2]
+    i_d = kp[k, K_I_MAX_DIS]
+    i_c = kp[k, K_I_MAX_CHG]
+    v_min = kp[k, K_V_MIN]
+    v_max = kp[k, K_V_MAX]
+    soc_min = kp[k, K_SOC_MIN]
+    soc_max = kp[k, K_SOC_MAX]
+    inv_taper = kp[k, K_INV_TAPER]
+    t_der = kp[k, K_T_DERATE]
+    t_hi = kp[k, K_T_TRIP_HI]
+    inv_span = kp[k, K_INV_DERATE_SPAN]
+    t_min_chg = kp[k, K_T_MIN_CHARGE]
+    om1 = kp[k, K_OM1]
+    av1 = kp[k, K_AV1]
+    om2 = kp[k, K_OM2]
+    av2 = kp[k, K_AV2]
+    d_sign = disp[D_SIGN]
+    d_alpha = disp[D_ALPHA]
+    d_beta = disp[D_BETA]
+    inv_dt = 1.0 / dt
+    h_per_s = 1.0 / 3600.0
+    soc_per_as = dt / 3600.0
+    as_per_soc = 3600.0 / dt
+    inv_eta = 1.0 / eta
+    onset = kp[k, K_RW_ONSET_C]
+    g_amb = kp[k, K_G_AMB]
+    g_nb = kp[k, K_G_NB]
+    gain = kp[k, K_HVAC_GAIN]
+    t_cool = kp[k, K_HVAC_T_COOL]
+    t_heat = kp[k, K_HVAC_T_HEAT]
+    q_cool_max = kp[k, K_HVAC_COOL_W]
+    q_heat_max = kp[k, K_HVAC_HEAT_W]
+    inv_cop_c = kp[k, K_INV_COP_COOL]
+    inv_cop_h = kp[k, K_INV_COP_HEAT]
+    base_w = kp[k, K_HVAC_BASE_W]
+    v_hi = kp[k, K_V_TRIP_HI]
+    v_lo = kp[k, K_V_TRIP_LO]
+    t_lo = kp[k, K_T_TRIP_LO]
+    i_trip = kp[k, K_I_TRIP]
+    t_crit = kp[k, K_RW_CRIT_C]
+    f_lo = kp[k, K_F_SOC_MIN]
+    f_hi = kp[k, K_F_SOC_MAX]
+    model = int(kp[k, K_AGING_MODEL])
+    s_hd = s_hc = s_wd = s_wc = s_man = s_pac = s_pdc = s_preq = s_phvac = s_soc = 0.0
+    s_temp = s_est = s_eav = s_ecap = s_acc = s_acd = s_dcc = s_dcd = s_loss = s_aux = 0.0
+    s_efc = s_soh = s_alarm = 0.0
+    soc_lo = t_lo_ = np.inf
+    soc_hi = t_hi_ = -np.inf
+    for i in range(a, e):
+        f = flags[i]
+        soc = dyn[src, SOC, i]
+        v1 = dyn[src, V_RC1, i]
+        v2 = dyn[src, V_RC2, i]
+        temp = dyn[src, TEMP_C, i]
+        cap = upar[CAP_AH, i]
+        r0 = upar[R0_OHM, i]
+        r1 = upar[R1_OHM, i]
+        r2 = upar[R2_OHM, i]
+        der = upar[DERATE, i]
+        sp = np.float64(upar[SETPOINT_W, i])
+        # 1: latch and reset, dispatch, PCS, current and its limits
+        inv_cap = 1.0 / np.float64(cap)
+        lat = alarms[src, i] & TRIP_MASK
+        if f & FLAG_RESET:
+            lat &= ALARM_THERMAL_RUNAWAY
+        latched = lat
+        ocv0 = ns * _interp(tab, soc)
+        slope = ns * _slope(tab, soc)
+        hdis, hchg = _headroom(soc, temp, ocv0, np.float64(r0), np.float64(der), p_rated, t_der,
+                               t_hi, inv_span, t_min_chg, soc_min, soc_max, inv_taper, i_d, i_c)
+        if d_sign > 0.0:
+            w = hdis * soc
+            auto = d_alpha * w + d_beta * (hdis - w)
+        elif d_sign < 0.0:
+            w = hchg * (1.0 - soc)
+            auto = -(d_alpha * w + d_beta * (hchg - w))
+        else:
+            auto = 0.0
+        manual = min(sp, hdis) if sp >= 0.0 else max(sp, -hchg)
+        by_current = sp * (ocv0 - v1 - v2 - sp * np.float64(r0))
+        req = auto
+        if f & FLAG_MANUAL:
+            req = by_current if f & FLAG_CURRENT_MODE else manual
+        if (f & FLAG_ENABLED) == 0 or latched != 0:
+            req = 0.0
+        preq = req
+        x = abs(req) * inv_p_rated
+        ls = p_rated * (l0 + x * (l1 + x * l2)) if req != 0.0 else 0.0
+        p_dc = req + ls
+        if req < 0.0 and p_dc > 0.0:
+            p_dc = 0.0
+        d_ocv = slope * 0.5 * soc_per_as * inv_cap
+        if p_dc < 0.0:
+            d_ocv *= eta
+        e_avg = ocv0 - v1 * av1 - v2 * av2
+        r_avg = r0 + r1 * (1.0 - av1) + r2 * (1.0 - av2) + d_ocv
+        disc = e_avg * e_avg - 4.0 * r_avg * p_dc
+        c = 2.0 * p_dc / (e_avg + math.sqrt(max(disc, 0.0)))
+        if disc < 0.0:
+            c = e_avg / (2.0 * r_avg)
+        loss = ls
+        cm = (f & FLAG_MANUAL) != 0 and (f & FLAG_CURRENT_MODE) != 0
+        if cm:
+            c = sp
+            loss = 0.0
+        if (f & FLAG_ENABLED) == 0 or latched != 0:
+            c = 0.0
+        e_src = ocv0 - v1 - v2
+        inv_r0 = 1.0 / r0
+        a_s = np.float64(cap) * as_per_soc
+        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc - soc_min) * a_s))
+        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0, -(soc_max - soc) * a_s * inv_eta))
+        c2 = min(max(c, i_lo), i_hi)
+        clamped = cm or c2 != c
+        cur = c2
+        # 2: equivalent circuit, SoC, OCV, energy accounts
+        dq = cur * soc_per_as * inv_cap
+        if cur < 0.0:
+            dq *= eta
+        soc1 = min(1.0, max(0.0, soc - dq))
+        ocv1 = ns * _interp(tab, soc1)
+        f1 = _integral(tab, tab_int, soc1)
+        f0 = _integral(tab, tab_int, soc)
+        ds = soc1 - soc
+        ocv_avg = ns * (f1 - f0) / ds if ds != 0.0 else ocv0
+        v_inf = cur * r1
+        d = v1 - v_inf
+        v1n = v_inf + d * (1.0 - om1)
+        vrca = v_inf + d * av1
+        v_inf = cur * r2
+        d = v2 - v_inf
+        v2n = v_inf + d * (1.0 - om2)
+        vrca += v_inf + d * av2
+        e_ohm = cur * dt * (cur * r0 + vrca)
+        e_coul = -(1.0 - eta) * cur * dt * ocv_avg if cur < 0.0 else 0.0
+        edc = cur * dt * ocv_avg - e_ohm
+        heat = (e_ohm + e_coul) * inv_dt
+        eloss = e_ohm + e_coul
+        pdc = edc * inv_dt
+        if clamped:
+            x = abs(pdc) * inv_p_rated
+            loss = p_rated * (l0 + x * (l1 + x * l2))
+        if cur == 0.0:
+            loss = 0.0
+        pac = pdc - loss if cur != 0.0 else 0.0
+        vterm = ocv1 - v1n - v2n - cur * r0
+        dyn[dst, V_RC1, i] = v1n
+        dyn[dst, V_RC2, i] = v2n
+        dyn[dst, E_AC_CHARGED, i] = dyn[src, E_AC_CHARGED, i] + max(0.0, -pac) * dt * h_per_s
+        dyn[dst, E_AC_DISCHARGED, i] = dyn[src, E_AC_DISCHARGED, i] + max(0.0, pac) * dt * h_per_s
+        dyn[dst, E_DC_CHARGED, i] = dyn[src, E_DC_CHARGED, i] + max(0.0, -edc) * h_per_s
+        dyn[dst, E_DC_DISCHARGED, i] = dyn[src, E_DC_DISCHARGED, i] + max(0.0, edc) * h_per_s
+        dyn[dst, E_LOSS, i] = dyn[src, E_LOSS, i] + (loss * dt + eloss) * h_per_s
+        efc = dyn[src, EFC, i] + 0.5 * abs(soc1 - soc)
+        dyn[dst, EFC, i] = efc
+        dyn[dst, SOC, i] = soc1
+        out[dst, CURRENT_A, i] = cur
+        out[dst, VOLTAGE_V, i] = vterm
+        out[dst, P_AC_W, i] = pac
+        out[dst, P_DC_W, i] = pdc
+        out[dst, P_REQUEST_W, i] = preq
+        # 3: thermal
+        tnb = 0.0
+        nnb = 0
+        if f & FLAG_NEIGHBOUR_LEFT:
+            tnb += dyn[src, TEMP_C, i - 1]
+            nnb += 1
+        if f & FLAG_NEIGHBOUR_RIGHT:
+            tnb += dyn[src, TEMP_C, i + 1]
+            nnb += 1
+        qrw = 0.0
+        if latched & ALARM_THERMAL_RUNAWAY:
+            e_rw = kp[k, K_RW_ENERGY_J]
+            rel0 = np.float64(upar[RW_RELEASED_J, i])
+            rel1 = e_rw - (e_rw - rel0) * math.exp(-dt / kp[k, K_RW_TAU_S])
+            upar[RW_RELEASED_J, i] = rel1
+            qrw = (rel1 - rel0) * inv_dt
+        elif temp > onset:
+            qrw = self_heating_w(kp, k, temp)
+        tamb = t_amb + upar[AMBIENT_OFFSET_C, i]
+        tbase = heat + qrw + g_amb * tamb + g_nb * tnb
+        ok = (f & FLAG_HVAC_FAILED) == 0
+        q_sink = 0.0
+        t_set = 0.0
+        prop = False
+        if ok:
+            if temp > t_cool:
+                if gain * (temp - t_cool) >= q_cool_max:
+                    q_sink = q_cool_max
+                else:
+                    prop = True
+                    t_set = t_cool
+            elif temp < t_heat:
+                if gain * (t_heat - temp) >= q_heat_max:
+                    q_sink = -q_heat_max
+                else:
+                    prop = True
+                    t_set = t_heat
+        slot = K_TH + TH_SLOTS * nnb + (3 if prop else 0)
+        t_eq = (tbase + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
+        d = temp - t_eq
+        temp1 = t_eq + d * (1.0 - kp[k, slot])
+        q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink
+        p_el = q_hvac * inv_cop_c if q_hvac >= 0.0 else -q_hvac * inv_cop_h
+        phvac = p_el + base_w if ok else 0.0
+        dyn[dst, TEMP_C, i] = temp1
+        e_aux = dyn[src, E_AUX, i] + phvac * dt * h_per_s
+        dyn[dst, E_AUX, i] = e_aux
+        out[dst, P_HVAC_W, i] = phvac
+        # 4: protection and unit state
+        new = 0
+        vm = vterm
+        tm = temp1
+        im = cur
+        if f & FLAG_SENSOR_FAULT:
+            vm = apply_fault(sfault[i, CH_VOLTAGE], vterm, t_s + dt)
+            tm = apply_fault(sfault[i, CH_TEMPERATURE], temp1, t_s + dt)
+            im = apply_fault(sfault[i, CH_CURRENT], cur, t_s + dt)
+        if vm > v_hi:
+            new |= ALARM_OVER_VOLTAGE
+        if vm < v_lo:
+            new |= ALARM_UNDER_VOLTAGE
+        if tm > t_hi:
+            new |= ALARM_OVER_TEMPERATURE
+        if tm < t_lo:
+            new |= ALARM_UNDER_TEMPERATURE
+        if abs(im) > i_trip:
+            new |= ALARM_OVER_CURRENT
+        if temp1 >= t_crit or (f & FLAG_TRIGGER_RUNAWAY) or (latched & ALARM_THERMAL_RUNAWAY):
+            new |= ALARM_THERMAL_RUNAWAY
+        if (new & ~latched) != 0:
+            upar[TRIPS, i] += 1.0
+        lat = latched | new
+        warn = ((ALARM_SOC_HIGH if soc1 >= soc_max - 1e-9 else 0)
+                | (ALARM_SOC_LOW if soc1 <= soc_min + 1e-9 else 0)
+                | (ALARM_TEMPERATURE_DERATE if (temp1 > t_der or der < 1.0) else 0)
+                | (ALARM_SELF_HEATING if temp1 > onset else 0)
+                | (ALARM_HVAC_FAULT if (f & FLAG_HVAC_FAILED) != 0 else 0)
+                | (ALARM_SENSOR_FAULT if (f & FLAG_SENSOR_FAULT) != 0 else 0)
+                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0))
+        st = DISCHARGING if pac > 0.0 else (CHARGING if pac < 0.0 else
+                                              (IDLE if preq != 0.0 else STANDBY))
+        st = st if (f & FLAG_ENABLED) != 0 else OFFLINE
+        st = st if lat == 0 else FAULT
+        st = THERMAL_RUNAWAY if (lat & ALARM_THERMAL_RUNAWAY) != 0 else st
+        status[dst, i] = st
+        alarms[dst, i] = lat | warn
+        # aging sample
+        if aging_dt > 0.0:
+            aging_accumulate(model, acc, i, aging_dt, soc1, temp1, efc)
+            if temp1 > upar[T_MAX_C, i]:
+                upar[T_MAX_C, i] = temp1
+            if aging_update_due(model, acc, i, efc):
+                aging_update(model, acc, ast, i, efc, np.float64(upar[AGING_FACTOR, i]))
+                q = aging_relative_capacity(model, ast, i)
+                r = aging_relative_resistance(model, ast, i) * upar[R_STEP, i]
+                upar[SOH, i] = q
+                upar[CAP_AH, i] = upar[CAP_NOM_AH, i] * q * upar[CAP_FACTOR, i]
+                upar[R0_OHM, i] = upar[R0_NOM_OHM, i] * r
+                upar[R1_OHM, i] = upar[R1_NOM_OHM, i] * r
+                upar[R2_OHM, i] = upar[R2_NOM_OHM, i] * r
+        # the next step's dispatch sums and the aggregates
+        hd, hc = _headroom(soc1, temp1, ocv1, np.float64(upar[R0_OHM, i]), np.float64(der),
+                           p_rated, t_der, t_hi, inv_span, t_min_chg, soc_min, soc_max,
+                           inv_taper, i_d, i_c)
+        on = (f & FLAG_ENABLED) != 0 and lat == 0
+        if on and (f & FLAG_MANUAL) == 0:
+            s_hd += hd
+            s_hc += hc
+            s_wd += hd * soc1
+            s_wc += hc - hc * soc1
+        if on and (f & FLAG_MANUAL) != 0:
+            s_man += preq
+        s_pac += pac
+        s_pdc += pdc
+        s_preq += preq
+        s_phvac += phvac
+        s_soc += soc1
+        soc_lo = min(soc_lo, soc1)
+        soc_hi = max(soc_hi, soc1)
+        s_temp += temp1
+        t_lo_ = min(t_lo_, temp1)
+        t_hi_ = max(t_hi_, temp1)
+        s_est += ns * (np.float64(cap) * f1)
+        s_eav += ns * (np.float64(cap) * max(0.0, f1 - f_lo))
+        s_ecap += ns * np.float64(cap) * (f_hi - f_lo)
+        s_acc += dyn[dst, E_AC_CHARGED, i]
+        s_acd += dyn[dst, E_AC_DISCHARGED, i]
+        s_dcc += dyn[dst, E_DC_CHARGED, i]
+        s_dcd += dyn[dst, E_DC_DISCHARGED, i]
+        s_loss += dyn[dst, E_LOSS, i]
+        s_aux += e_aux
+        s_efc += efc
+        s_soh += upar[SOH, i]
+        if (lat | warn) != 0:
+            s_alarm += 1.0
+        pa[AG_STATE + st] += 1.0
+        pa[AG_SOC_BAND + min(int(soc1 * SOC_BANDS), SOC_BANDS - 1)] += 1.0
+        tb = 0
+        if temp1 >= 0.0:
+            tb = min(int(temp1 * 0.1) + 1, TEMP_BANDS - 1)
+        pa[AG_TEMP_BAND + tb] += 1.0
+    pa[AG_H_DIS] += s_hd
+    pa[AG_H_CHG] += s_hc
+    pa[AG_W_DIS] += s_wd
+    pa[AG_W_CHG] += s_wc
+    pa[AG_P_MANUAL] += s_man
+    pa[AG_P_AC] += s_pac
+    pa[AG_P_DC] += s_pdc
+    pa[AG_P_REQUEST] += s_preq
+    pa[AG_P_HVAC] += s_phvac
+    pa[AG_SOC_SUM] += s_soc
+    pa[AG_SOC_MIN] = min(pa[AG_SOC_MIN], soc_lo)
+    pa[AG_SOC_MAX] = max(pa[AG_SOC_MAX], soc_hi)
+    pa[AG_TEMP_SUM] += s_temp
+    pa[AG_TEMP_MIN] = min(pa[AG_TEMP_MIN], t_lo_)
+    pa[AG_TEMP_MAX] = max(pa[AG_TEMP_MAX], t_hi_)
+    pa[AG_E_STORED_WH] += s_est
+    pa[AG_E_AVAILABLE_WH] += s_eav
+    pa[AG_E_CAPACITY_WH] += s_ecap
+    pa[AG_E_AC_CHARGED] += s_acc
+    pa[AG_E_AC_DISCHARGED] += s_acd
+    pa[AG_E_DC_CHARGED] += s_dcc
+    pa[AG_E_DC_DISCHARGED] += s_dcd
+    pa[AG_E_LOSS] += s_loss
+    pa[AG_E_AUX] += s_aux
+    pa[AG_EFC_SUM] += s_efc
+    pa[AG_SOH_SUM] += s_soh
+    pa[AG_N_ALARM] += s_alarm
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _reduce(partial, agg):
     """Sum the block partials in block order (max/min where the field is an extreme)."""
+    if partial.shape[0] == 1:
+        agg[:] = partial[0]
+        return
     agg[:] = 0.0
     agg[AG_TEMP_MAX] = -np.inf
     agg[AG_TEMP_MIN] = np.inf

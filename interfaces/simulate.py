@@ -57,7 +57,7 @@ def add_arguments(s: argparse.ArgumentParser, parse_duration, positive_float, fi
                         "the ambient cycle and of the daily profiles")
     s.add_argument("--output-interval", type=parse_duration, default=None,
                    help="row interval of the time series (default: 60 s, or longer for long runs so "
-                        "that a run writes at most ~20,000 rows)")
+                        "that a run writes at most ~10,000 rows)")
     s.add_argument("--profile", choices=PROFILES, default="daily-arbitrage",
                    help="farm dispatch (default daily-arbitrage: charge 01-05 h, discharge 17-21 h)")
     s.add_argument("--power", type=finite_float, default=None,
@@ -357,7 +357,7 @@ def run(args, load_farm) -> int:
 
     dt = args.dt
     total_steps = int(math.ceil(args.duration / dt - 1e-9))
-    interval = args.output_interval or max(60.0, dt, args.duration / 20000.0)
+    interval = args.output_interval or max(60.0, dt, args.duration / 10000.0)
     per_row = max(1, int(round(interval / dt)))
     if unit_setpoints is not None:
         per_row = max(1, min(per_row, int(unit_setpoints.resolution_s // dt) or 1))

@@ -123,3 +123,31 @@ def test_reordering_units_reorders_results_when_uncoupled():
     np.testing.assert_allclose(f.snapshot()["soc"][perm], g.snapshot()["soc"], rtol=1e-12)
     assert f.dyn is not g.dyn and f.snapshot()["soc"].shape == (10,)
     assert SOC == 0
+
+
+def test_small_runs_and_long_runs_give_bitwise_the_same_units():
+    """Runs of fewer than SCALAR_RUN_MAX units take the one-unit-at-a-time path; the same units
+    inside a longer run take the short-loop path. Their state must be bitwise the same."""
+    from bess_farm.engine.kernel import SCALAR_RUN_MAX
+    small_n, big_n = 10, 20
+    assert small_n < SCALAR_RUN_MAX <= big_n
+    params = {"runaway_onset_c": 30.0, "runaway_critical_c": 200.0, "t_trip_high_c": 29.0,
+              "t_derate_c": 27.0}
+    farms = [farm(nn, units_per_row=10, spread={}, params=params,
+                  ambient={"kind": "daily", "mean_c": 24.0, "amplitude_c": 6.0}) for nn in (small_n, big_n)]
+    watts = np.linspace(-1.8e6, 1.8e6, small_n)
+    for f in farms:
+        f.aging_interval_s = 30.0
+        f.set_unit_power(np.arange(small_n), watts)
+        f.set_unit_current(3, -900.0)
+        f.set_enabled(4, False)
+        f.set_unit_params(5, hvac_failed=True, ambient_offset_c=15.0)
+        f.set_sensor_fault(6, "voltage", "offset", a=5.0)
+        f.trigger_runaway(7)
+    for dt, n in ((1.0, 200), (30.0, 200), (600.0, 50)):
+        for f in farms:
+            f.step(dt, n)
+    a, b = farms[0].snapshot(), farms[1].snapshot()
+    for name in a.names():
+        assert np.array_equal(a[name], b[name][:small_n]), name
+    assert farms[0].aging_state.tobytes() == farms[1].aging_state[:small_n].tobytes()
