@@ -3,7 +3,7 @@
 Every table is resampled onto one uniform grid of :data:`OCV_POINTS` SoC points so that a lookup is
 an index computation, not a search. The kernels also need the integral of the OCV over SoC: the
 chemical energy stored in a unit is ``capacity_ah * 3600 * n_series * F(soc)`` with
-``F(soc) = integral_0^soc ocv_cell(s) ds`` [1], exact for the piecewise-linear curve.
+``F(soc) = integral_0^soc ocv(s) ds`` [1], exact for the piecewise-linear curve.
 
 The built-in curves are representative shapes, not a specific product's measurement: LFP/graphite
 has the long flat plateau near 3.3 V, NMC/graphite a sloped curve from 3.0 to 4.18 V [2].
@@ -64,38 +64,28 @@ def ocv_integral_table(ocv_row: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def ocv_cell(ocv, table, soc):
-    """Cell open-circuit voltage [V] at ``soc`` [-] from row ``table`` of ``ocv``; clamped to 0..1."""
-    n = ocv.shape[1] - 1
-    x = soc * n
-    if x <= 0.0:
-        return ocv[table, 0]
-    if x >= n:
-        return ocv[table, n]
-    j = int(x)
+def ocv_interp(tab, soc):
+    """Cell OCV [V] at ``soc`` [-] from one table row; SoC clamped to 0..1, branch-free."""
+    n = tab.shape[0] - 1
+    x = min(max(soc, 0.0), 1.0) * n
+    j = min(int(x), n - 1)
+    return tab[j] + (x - j) * (tab[j + 1] - tab[j])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def ocv_integral(tab, tab_int, soc):
+    """``F(soc) = integral_0^soc ocv(s) ds`` [V], exact for the piecewise-linear table row."""
+    n = tab.shape[0] - 1
+    x = min(max(soc, 0.0), 1.0) * n
+    j = min(int(x), n - 1)
     f = x - j
-    return ocv[table, j] + f * (ocv[table, j + 1] - ocv[table, j])
+    v0 = tab[j]
+    return tab_int[j] + 0.5 * (2.0 * v0 + f * (tab[j + 1] - v0)) * f / n
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def ocv_cell_integral(ocv, ocv_int, table, soc):
-    """``F(soc) = integral_0^soc ocv_cell(s) ds`` [V], exact for the piecewise-linear table."""
-    n = ocv.shape[1] - 1
-    x = soc * n
-    if x <= 0.0:
-        return 0.0
-    if x >= n:
-        return ocv_int[table, n]
-    j = int(x)
-    ds = (x - j) / n
-    v0 = ocv[table, j]
-    v1 = v0 + (x - j) * (ocv[table, j + 1] - v0)
-    return ocv_int[table, j] + 0.5 * (v0 + v1) * ds
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def ocv_cell_slope(ocv, table, soc):
+def ocv_slope(tab, soc):
     """dOCV/dSoC of the segment that holds ``soc`` [V per unit SoC]."""
-    n = ocv.shape[1] - 1
+    n = tab.shape[0] - 1
     j = min(max(int(soc * n), 0), n - 1)
-    return (ocv[table, j + 1] - ocv[table, j]) * n
+    return (tab[j + 1] - tab[j]) * n

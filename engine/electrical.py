@@ -27,28 +27,22 @@ from numba import njit
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def pcs_loss_w(p_ac_w, p_rated_w, inv_p_rated, l0, l1, l2):
     """PCS conversion loss [W] at AC power ``p_ac_w`` [W]; zero when the PCS carries no power."""
-    if p_ac_w == 0.0:
-        return 0.0
     x = abs(p_ac_w) * inv_p_rated
-    return p_rated_w * (l0 + x * (l1 + x * l2))
+    return p_rated_w * (l0 + x * (l1 + x * l2)) if p_ac_w != 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def current_for_power(p_dc_w, e_v, r0_ohm):
-    """Battery current [A] that delivers DC power ``p_dc_w`` [W] behind source voltage ``e_v`` [V].
+def current_for_power(p_dc_w, e_v, r_ohm):
+    """Battery current [A] that delivers DC power ``p_dc_w`` [W] behind source voltage ``e_v`` [V]
+    and resistance ``r_ohm`` [ohm].
 
-    Solves ``P = i (E - i r0)``. Past the maximum-power point ``E^2 / (4 r0)`` the current of that
-    point is returned (the caller's current and voltage limits clamp far earlier).
+    Solves ``P = i (E - i r)`` on the stable branch, written as ``2 P / (E + sqrt(E^2 - 4 r P))``
+    (no cancellation at small P). Past the maximum-power point ``E^2 / (4 r)`` the current of that
+    point is returned (the current and voltage limits clamp far earlier).
     """
-    if p_dc_w == 0.0:
-        return 0.0
-    if r0_ohm <= 0.0:
-        return p_dc_w / e_v
-    disc = e_v * e_v - 4.0 * r0_ohm * p_dc_w
-    if disc < 0.0:
-        return e_v / (2.0 * r0_ohm)
-    # numerically stable form of (E - sqrt(disc)) / (2 r0)
-    return 2.0 * p_dc_w / (e_v + math.sqrt(disc))
+    disc = e_v * e_v - 4.0 * r_ohm * p_dc_w
+    c = 2.0 * p_dc_w / (e_v + math.sqrt(max(disc, 0.0)))
+    return c if disc >= 0.0 else e_v / (2.0 * r_ohm)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -68,5 +62,5 @@ def rc_update(v_v, i_a, r_ohm, om, av):
     (voltage at the end of the step [V], average voltage over the step [V])
     """
     v_inf = i_a * r_ohm
-    dv = v_v - v_inf
-    return v_inf + dv * (1.0 - om), v_inf + dv * av
+    d = v_v - v_inf
+    return v_inf + d * (1.0 - om), v_inf + d * av

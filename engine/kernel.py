@@ -24,40 +24,16 @@ from .aging import (aging_accumulate, aging_relative_capacity, aging_relative_re
                     aging_update, aging_update_due)
 from .ambient import ambient_c
 from .profiles import profile_value
-from .chemistry import OCV_POINTS, ocv_cell, ocv_cell_integral, ocv_cell_slope
+from .chemistry import OCV_POINTS, ocv_integral, ocv_interp, ocv_slope
 from .electrical import current_for_power, pcs_loss_w, rc_update
 from .layout import *  # noqa: F403  (field indices are compile-time constants)
 from .sensors import apply_fault
-from .thermal import self_heating_w, thermal_step
+from .thermal import self_heating_w, thermal_update
 
 BLOCK = 2048
 #: Runs shorter than this take the one-unit-at-a-time path (see _step_run_scalar).
 SCALAR_RUN_MAX = 16
 OCV_SEGMENTS = OCV_POINTS - 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def headroom_w(kp, k, soc, temp_c, ocv_v, r0, derate):
-    """AC power the unit can deliver (discharge) and absorb (charge) now [W], both >= 0.
-
-    The PCS rating, the current limits at the present OCV, the temperature derating (linear from
-    ``t_derate`` to ``t_trip_high``; charging also from ``t_min_charge`` to 10 K above it), the
-    SoC taper (linear to zero over ``soc_taper`` at each end of the window) and an external derate.
-    """
-    p_rated = kp[k, K_P_RATED]
-    f_t = 1.0
-    if temp_c > kp[k, K_T_DERATE]:
-        f_t = max(0.0, (kp[k, K_T_TRIP_HI] - temp_c) * kp[k, K_INV_DERATE_SPAN])
-    f_cold = min(1.0, max(0.0, (temp_c - kp[k, K_T_MIN_CHARGE]) * 0.1))
-    inv_taper = kp[k, K_INV_TAPER]
-    f_dis = min(1.0, max(0.0, (soc - kp[k, K_SOC_MIN]) * inv_taper))
-    f_chg = min(1.0, max(0.0, (kp[k, K_SOC_MAX] - soc) * inv_taper))
-    i_d = kp[k, K_I_MAX_DIS]
-    i_c = kp[k, K_I_MAX_CHG]
-    p_d = min(p_rated, i_d * (ocv_v - i_d * r0))
-    p_c = min(p_rated, i_c * (ocv_v + i_c * r0))
-    f = f_t * derate
-    return max(0.0, p_d * f * f_dis), max(0.0, p_c * f * f_chg * f_cold)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -103,35 +79,6 @@ I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS = range(5)
 N_ISCRATCH = 5
 
 _INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
-
-
-@njit(**_INLINE)
-def _interp(tab, soc):
-    """Piecewise-linear table on the uniform SoC grid, branch-free for vectorized loops."""
-    n = tab.shape[0] - 1
-    x = min(max(soc, 0.0), 1.0) * n
-    j = min(int(x), n - 1)
-    return tab[j] + (x - j) * (tab[j + 1] - tab[j])
-
-
-@njit(**_INLINE)
-def _integral(tab, tab_int, soc):
-    """Exact integral of the piecewise-linear table from 0 to ``soc``."""
-    n = tab.shape[0] - 1
-    x = min(max(soc, 0.0), 1.0) * n
-    j = min(int(x), n - 1)
-    f = x - j
-    v0 = tab[j]
-    return tab_int[j] + 0.5 * (2.0 * v0 + f * (tab[j + 1] - v0)) * f / n
-
-
-@njit(**_INLINE)
-def _slope(tab, soc):
-    n = tab.shape[0] - 1
-    j = min(max(int(soc * n), 0), n - 1)
-    return (tab[j + 1] - tab[j]) * n
-
-
 # Sums may be reassociated (vectorized): a compiled kernel adds in one fixed order, so a run is
 # still bitwise the same for the same seed, whatever the thread count.
 _REDUCE = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
@@ -174,7 +121,12 @@ def _min_max(x):
 @njit(**_INLINE)
 def _headroom(soc, temp_c, ocv_v, r0, derate, p_rated, t_der, t_hi, inv_span, t_min_chg,
               soc_min, soc_max, inv_taper, i_d, i_c):
-    """Discharge and charge headroom [W] (see :func:`headroom_w`), scalar parameters."""
+    """AC power the unit can deliver (discharge) and absorb (charge) now [W], both >= 0.
+
+    The PCS rating, the current limits at the present OCV, the temperature derating (linear from
+    ``t_derate`` to ``t_trip_high``; charging also from ``t_min_charge`` to 10 K above it), the
+    SoC taper (linear to zero over ``soc_taper`` at each end of the window) and an external derate.
+    """
     f_t = 1.0
     if temp_c > t_der:
         f_t = max(0.0, (t_hi - temp_c) * inv_span)
@@ -319,9 +271,9 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
             lat &= ALARM_THERMAL_RUNAWAY
         latched[j] = lat
     for j in range(m):
-        ocv0[j] = ns * _interp(tab, soc[j])
+        ocv0[j] = ns * ocv_interp(tab, soc[j])
     for j in range(m):
-        slope[j] = ns * _slope(tab, soc[j])
+        slope[j] = ns * ocv_slope(tab, soc[j])
     for j in range(m):
         hdis[j], hchg[j] = _headroom(soc[j], temp[j], ocv0[j], np.float64(r0[j]),
                                      np.float64(der[j]), p_rated, t_der, t_hi, inv_span,
@@ -350,8 +302,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         # delivers the setpoint's energy for any dt: the RC voltages and the OCV move linearly
         # with i over the step (exact for the RC pairs, first order in the OCV slope).
         req = preq[j]
-        x = abs(req) * inv_p_rated
-        ls = p_rated * (l0 + x * (l1 + x * l2)) if req != 0.0 else 0.0
+        ls = pcs_loss_w(req, p_rated, inv_p_rated, l0, l1, l2)
         p_dc = req + ls
         if req < 0.0 and p_dc > 0.0:
             p_dc = 0.0
@@ -360,12 +311,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
             d_ocv *= eta
         e_avg = ocv0[j] - v1[j] * av1 - v2[j] * av2
         r_avg = r0[j] + r1[j] * (1.0 - av1) + r2[j] * (1.0 - av2) + d_ocv
-        disc = e_avg * e_avg - 4.0 * r_avg * p_dc
-        c = 2.0 * p_dc / (e_avg + math.sqrt(max(disc, 0.0)))
-        if disc < 0.0:
-            c = e_avg / (2.0 * r_avg)
         loss[j] = ls
-        cur[j] = c
+        cur[j] = current_for_power(p_dc, e_avg, r_avg)
     for j in range(m):
         f = fl[j]
         c = cur[j]
@@ -392,11 +339,11 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
             dq *= eta
         soc1[j] = min(1.0, max(0.0, soc[j] - dq))
     for j in range(m):
-        ocv1[j] = ns * _interp(tab, soc1[j])
+        ocv1[j] = ns * ocv_interp(tab, soc1[j])
     for j in range(m):
-        f1[j] = _integral(tab, tab_int, soc1[j])
+        f1[j] = ocv_integral(tab, tab_int, soc1[j])
     for j in range(m):
-        f0[j] = _integral(tab, tab_int, soc[j])
+        f0[j] = ocv_integral(tab, tab_int, soc[j])
     for j in range(m):
         ds = soc1[j] - soc[j]
         # the exact mean OCV over the step: the integral's difference over the SoC moved
@@ -404,17 +351,11 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     v1o = dyn[dst, V_RC1, a:e]
     v2o = dyn[dst, V_RC2, a:e]
     for j in range(m):
-        c = cur[j]
-        v_inf = c * r1[j]
-        d = v1[j] - v_inf
-        v1o[j] = v_inf + d * (1.0 - om1)
-        vrca[j] = v_inf + d * av1
+        v1o[j], vrca[j] = rc_update(v1[j], cur[j], r1[j], om1, av1)
     for j in range(m):
-        c = cur[j]
-        v_inf = c * r2[j]
-        d = v2[j] - v_inf
-        v2o[j] = v_inf + d * (1.0 - om2)
-        vrca[j] += v_inf + d * av2
+        v2n, v2a = rc_update(v2[j], cur[j], r2[j], om2, av2)
+        v2o[j] = v2n
+        vrca[j] += v2a
     for j in range(m):
         c = cur[j]
         e_ohm = c * dt * (c * r0[j] + vrca[j])          # [J] into R0 and the RC pairs
@@ -426,8 +367,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         p_dc = edc[j] * inv_dt
         ls = loss[j]
         if clamped[j]:
-            x = abs(p_dc) * inv_p_rated
-            ls = p_rated * (l0 + x * (l1 + x * l2))
+            ls = pcs_loss_w(p_dc, p_rated, inv_p_rated, l0, l1, l2)
         if cur[j] == 0.0:
             ls = 0.0
         pac[j] = p_dc - ls if cur[j] != 0.0 else 0.0
@@ -527,42 +467,11 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         tamb[j] = t_amb + amb_off[j]
     g_amb = kp[k, K_G_AMB]
     g_nb = kp[k, K_G_NB]
-    gain = kp[k, K_HVAC_GAIN]
-    t_cool = kp[k, K_HVAC_T_COOL]
-    t_heat = kp[k, K_HVAC_T_HEAT]
-    q_cool_max = kp[k, K_HVAC_COOL_W]
-    q_heat_max = kp[k, K_HVAC_HEAT_W]
-    inv_cop_c = kp[k, K_INV_COP_COOL]
-    inv_cop_h = kp[k, K_INV_COP_HEAT]
-    base_w = kp[k, K_HVAC_BASE_W]
     for j in range(m):
         tbase[j] = heat[j] + qrw[j] + g_amb * tamb[j] + g_nb * tnb[j]
     for j in range(m):
-        tc = temp[j]
-        ok = (fl[j] & FLAG_HVAC_FAILED) == 0
-        q_sink = 0.0
-        t_set = 0.0
-        prop = False
-        if ok:
-            if tc > t_cool:
-                if gain * (tc - t_cool) >= q_cool_max:
-                    q_sink = q_cool_max
-                else:
-                    prop = True
-                    t_set = t_cool
-            elif tc < t_heat:
-                if gain * (t_heat - tc) >= q_heat_max:
-                    q_sink = -q_heat_max
-                else:
-                    prop = True
-                    t_set = t_heat
-        slot = K_TH + TH_SLOTS * nnb[j] + (3 if prop else 0)
-        t_eq = (tbase[j] + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
-        d = tc - t_eq
-        temp1[j] = t_eq + d * (1.0 - kp[k, slot])
-        q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink
-        p_el = q_hvac * inv_cop_c if q_hvac >= 0.0 else -q_hvac * inv_cop_h
-        phvac[j] = p_el + base_w if ok else 0.0
+        temp1[j], phvac[j] = thermal_update(kp, k, temp[j], tbase[j], nnb[j],
+                                            (fl[j] & FLAG_HVAC_FAILED) == 0)
     dst_t = dyn[dst, TEMP_C, a:e]
     for j in range(m):
         dst_t[j] = temp1[j]
@@ -785,14 +694,6 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
     onset = kp[k, K_RW_ONSET_C]
     g_amb = kp[k, K_G_AMB]
     g_nb = kp[k, K_G_NB]
-    gain = kp[k, K_HVAC_GAIN]
-    t_cool = kp[k, K_HVAC_T_COOL]
-    t_heat = kp[k, K_HVAC_T_HEAT]
-    q_cool_max = kp[k, K_HVAC_COOL_W]
-    q_heat_max = kp[k, K_HVAC_HEAT_W]
-    inv_cop_c = kp[k, K_INV_COP_COOL]
-    inv_cop_h = kp[k, K_INV_COP_HEAT]
-    base_w = kp[k, K_HVAC_BASE_W]
     v_hi = kp[k, K_V_TRIP_HI]
     v_lo = kp[k, K_V_TRIP_LO]
     t_lo = kp[k, K_T_TRIP_LO]
@@ -824,8 +725,8 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         if f & FLAG_RESET:
             lat &= ALARM_THERMAL_RUNAWAY
         latched = lat
-        ocv0 = ns * _interp(tab, soc)
-        slope = ns * _slope(tab, soc)
+        ocv0 = ns * ocv_interp(tab, soc)
+        slope = ns * ocv_slope(tab, soc)
         hdis, hchg = _headroom(soc, temp, ocv0, np.float64(r0), np.float64(der), p_rated, t_der,
                                t_hi, inv_span, t_min_chg, soc_min, soc_max, inv_taper, i_d, i_c)
         if d_sign > 0.0:
@@ -844,8 +745,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         if (f & FLAG_ENABLED) == 0 or latched != 0:
             req = 0.0
         preq = req
-        x = abs(req) * inv_p_rated
-        ls = p_rated * (l0 + x * (l1 + x * l2)) if req != 0.0 else 0.0
+        ls = pcs_loss_w(req, p_rated, inv_p_rated, l0, l1, l2)
         p_dc = req + ls
         if req < 0.0 and p_dc > 0.0:
             p_dc = 0.0
@@ -854,10 +754,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
             d_ocv *= eta
         e_avg = ocv0 - v1 * av1 - v2 * av2
         r_avg = r0 + r1 * (1.0 - av1) + r2 * (1.0 - av2) + d_ocv
-        disc = e_avg * e_avg - 4.0 * r_avg * p_dc
-        c = 2.0 * p_dc / (e_avg + math.sqrt(max(disc, 0.0)))
-        if disc < 0.0:
-            c = e_avg / (2.0 * r_avg)
+        c = current_for_power(p_dc, e_avg, r_avg)
         loss = ls
         cm = (f & FLAG_MANUAL) != 0 and (f & FLAG_CURRENT_MODE) != 0
         if cm:
@@ -878,19 +775,14 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         if cur < 0.0:
             dq *= eta
         soc1 = min(1.0, max(0.0, soc - dq))
-        ocv1 = ns * _interp(tab, soc1)
-        f1 = _integral(tab, tab_int, soc1)
-        f0 = _integral(tab, tab_int, soc)
+        ocv1 = ns * ocv_interp(tab, soc1)
+        f1 = ocv_integral(tab, tab_int, soc1)
+        f0 = ocv_integral(tab, tab_int, soc)
         ds = soc1 - soc
         ocv_avg = ns * (f1 - f0) / ds if ds != 0.0 else ocv0
-        v_inf = cur * r1
-        d = v1 - v_inf
-        v1n = v_inf + d * (1.0 - om1)
-        vrca = v_inf + d * av1
-        v_inf = cur * r2
-        d = v2 - v_inf
-        v2n = v_inf + d * (1.0 - om2)
-        vrca += v_inf + d * av2
+        v1n, vrca = rc_update(v1, cur, r1, om1, av1)
+        v2n, v2a = rc_update(v2, cur, r2, om2, av2)
+        vrca += v2a
         e_ohm = cur * dt * (cur * r0 + vrca)
         e_coul = -(1.0 - eta) * cur * dt * ocv_avg if cur < 0.0 else 0.0
         edc = cur * dt * ocv_avg - e_ohm
@@ -898,8 +790,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         eloss = e_ohm + e_coul
         pdc = edc * inv_dt
         if clamped:
-            x = abs(pdc) * inv_p_rated
-            loss = p_rated * (l0 + x * (l1 + x * l2))
+            loss = pcs_loss_w(pdc, p_rated, inv_p_rated, l0, l1, l2)
         if cur == 0.0:
             loss = 0.0
         pac = pdc - loss if cur != 0.0 else 0.0
@@ -939,30 +830,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
             qrw = self_heating_w(kp, k, temp)
         tamb = t_amb + upar[AMBIENT_OFFSET_C, i]
         tbase = heat + qrw + g_amb * tamb + g_nb * tnb
-        ok = (f & FLAG_HVAC_FAILED) == 0
-        q_sink = 0.0
-        t_set = 0.0
-        prop = False
-        if ok:
-            if temp > t_cool:
-                if gain * (temp - t_cool) >= q_cool_max:
-                    q_sink = q_cool_max
-                else:
-                    prop = True
-                    t_set = t_cool
-            elif temp < t_heat:
-                if gain * (t_heat - temp) >= q_heat_max:
-                    q_sink = -q_heat_max
-                else:
-                    prop = True
-                    t_set = t_heat
-        slot = K_TH + TH_SLOTS * nnb + (3 if prop else 0)
-        t_eq = (tbase + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
-        d = temp - t_eq
-        temp1 = t_eq + d * (1.0 - kp[k, slot])
-        q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink
-        p_el = q_hvac * inv_cop_c if q_hvac >= 0.0 else -q_hvac * inv_cop_h
-        phvac = p_el + base_w if ok else 0.0
+        temp1, phvac = thermal_update(kp, k, temp, tbase, nnb, (f & FLAG_HVAC_FAILED) == 0)
         dyn[dst, TEMP_C, i] = temp1
         e_aux = dyn[src, E_AUX, i] + phvac * dt * h_per_s
         dyn[dst, E_AUX, i] = e_aux
@@ -1189,13 +1057,16 @@ def dispatch_sums(src, dyn, alarms, upar, flags, kind, kp, ocv, agg):
             continue
         k = kind[i]
         soc = dyn[src, SOC, i]
-        ocv0 = kp[k, K_N_SERIES] * ocv_cell(ocv, int(kp[k, K_OCV_TABLE]), soc)
-        h_d, h_c = headroom_w(kp, k, soc, dyn[src, TEMP_C, i], ocv0,
-                              np.float64(upar[R0_OHM, i]), np.float64(upar[DERATE, i]))
+        ocv0 = kp[k, K_N_SERIES] * ocv_interp(ocv[int(kp[k, K_OCV_TABLE])], soc)
+        h_d, h_c = _headroom(soc, dyn[src, TEMP_C, i], ocv0, np.float64(upar[R0_OHM, i]),
+                             np.float64(upar[DERATE, i]), kp[k, K_P_RATED], kp[k, K_T_DERATE],
+                             kp[k, K_T_TRIP_HI], kp[k, K_INV_DERATE_SPAN], kp[k, K_T_MIN_CHARGE],
+                             kp[k, K_SOC_MIN], kp[k, K_SOC_MAX], kp[k, K_INV_TAPER],
+                             kp[k, K_I_MAX_DIS], kp[k, K_I_MAX_CHG])
         agg[AG_H_DIS] += h_d
         agg[AG_H_CHG] += h_c
         agg[AG_W_DIS] += h_d * soc
-        agg[AG_W_CHG] += h_c * (1.0 - soc)
+        agg[AG_W_CHG] += h_c - h_c * soc
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -1203,5 +1074,6 @@ def stored_energy_wh(src, dyn, upar, kind, kp, ocv, ocv_int, out):
     """Chemical energy stored per unit [Wh]: ``cap_ah * n_series * F(soc)``."""
     for i in range(kind.shape[0]):
         k = kind[i]
-        f = ocv_cell_integral(ocv, ocv_int, int(kp[k, K_OCV_TABLE]), dyn[src, SOC, i])
+        t = int(kp[k, K_OCV_TABLE])
+        f = ocv_integral(ocv[t], ocv_int[t], dyn[src, SOC, i])
         out[i] = np.float64(upar[CAP_AH, i]) * kp[k, K_N_SERIES] * f

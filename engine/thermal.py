@@ -31,9 +31,9 @@ import math
 
 from numba import njit
 
-from .layout import (K_G_AMB, K_G_NB, K_HVAC_BASE_W, K_HVAC_COOL_W, K_HVAC_GAIN, K_HVAC_HEAT_W,
-                     K_HVAC_T_COOL, K_HVAC_T_HEAT, K_INV_COP_COOL, K_INV_COP_HEAT, K_RW_EA_K,
-                     K_RW_ONSET_C, K_RW_ONSET_W, K_TH, TH_SLOTS)
+from .layout import (K_HVAC_BASE_W, K_HVAC_COOL_W, K_HVAC_GAIN, K_HVAC_HEAT_W, K_HVAC_T_COOL,
+                     K_HVAC_T_HEAT, K_INV_COP_COOL, K_INV_COP_HEAT, K_RW_EA_K, K_RW_ONSET_C,
+                     K_RW_ONSET_W, K_TH, TH_SLOTS)
 
 
 def thermal_factors(c_th, g_amb, g_nb, gain, dt):
@@ -60,56 +60,43 @@ def self_heating_w(kp, k, temp_c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def thermal_step(kp, k, temp_c, q_w, t_amb_c, n_nb, t_nb_sum_c, hvac_ok):
+def thermal_update(kp, k, temp_c, base_w, n_nb, hvac_ok):
     """Advance the lumped temperature over one step.
 
     Parameters
     ----------
     temp_c : temperature at the start of the step [C]
-    q_w : heat generated inside the unit, held over the step [W]
-    t_amb_c : ambient temperature [C]
-    n_nb, t_nb_sum_c : number of coupled neighbours and the sum of their temperatures [C]
+    base_w : ``Q + G_amb T_amb + G_nb sum T_j`` held over the step [W]
+    n_nb : number of coupled neighbours (0, 1, 2)
     hvac_ok : False when the HVAC has failed
 
     Returns
     -------
     (temperature at the end [C], average HVAC electric draw [W])
     """
-    g_amb = kp[k, K_G_AMB]
-    base = q_w + g_amb * t_amb_c + kp[k, K_G_NB] * t_nb_sum_c
-    slot = K_TH + TH_SLOTS * n_nb
-    if not hvac_ok:
-        t_eq = base * kp[k, slot + 2]
-        return t_eq + (temp_c - t_eq) * (1.0 - kp[k, slot]), 0.0
     gain = kp[k, K_HVAC_GAIN]
     t_cool = kp[k, K_HVAC_T_COOL]
     t_heat = kp[k, K_HVAC_T_HEAT]
-    q_sink = 0.0      # constant HVAC heat removal when saturated (negative = heating)
+    q_sink = 0.0          # constant HVAC heat removal when saturated (negative = heating)
     t_set = 0.0
-    proportional = False
-    if temp_c > t_cool:
-        if gain * (temp_c - t_cool) >= kp[k, K_HVAC_COOL_W]:
-            q_sink = kp[k, K_HVAC_COOL_W]
-        else:
-            proportional = True
-            t_set = t_cool
-    elif temp_c < t_heat:
-        if gain * (t_heat - temp_c) >= kp[k, K_HVAC_HEAT_W]:
-            q_sink = -kp[k, K_HVAC_HEAT_W]
-        else:
-            proportional = True
-            t_set = t_heat
-    if proportional:
-        t_eq = (base + gain * t_set) * kp[k, slot + 5]
-        d = temp_c - t_eq
-        t_new = t_eq + d * (1.0 - kp[k, slot + 3])
-        q_hvac = gain * (t_eq + d * kp[k, slot + 4] - t_set)   # > 0 cooling, < 0 heating
-    else:
-        t_eq = (base - q_sink) * kp[k, slot + 2]
-        t_new = t_eq + (temp_c - t_eq) * (1.0 - kp[k, slot])
-        q_hvac = q_sink
-    if q_hvac >= 0.0:
-        p_el = q_hvac * kp[k, K_INV_COP_COOL]
-    else:
-        p_el = -q_hvac * kp[k, K_INV_COP_HEAT]
-    return t_new, p_el + kp[k, K_HVAC_BASE_W]
+    prop = False
+    if hvac_ok:
+        if temp_c > t_cool:
+            if gain * (temp_c - t_cool) >= kp[k, K_HVAC_COOL_W]:
+                q_sink = kp[k, K_HVAC_COOL_W]
+            else:
+                prop = True
+                t_set = t_cool
+        elif temp_c < t_heat:
+            if gain * (t_heat - temp_c) >= kp[k, K_HVAC_HEAT_W]:
+                q_sink = -kp[k, K_HVAC_HEAT_W]
+            else:
+                prop = True
+                t_set = t_heat
+    slot = K_TH + TH_SLOTS * n_nb + (3 if prop else 0)
+    t_eq = (base_w + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
+    d = temp_c - t_eq
+    t_new = t_eq + d * (1.0 - kp[k, slot])
+    q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink   # > 0 cooling
+    p_el = q_hvac * kp[k, K_INV_COP_COOL] if q_hvac >= 0.0 else -q_hvac * kp[k, K_INV_COP_HEAT]
+    return t_new, (p_el + kp[k, K_HVAC_BASE_W] if hvac_ok else 0.0)
