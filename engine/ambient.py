@@ -11,6 +11,8 @@ import math
 
 from numba import njit
 
+from .profiles import series_value
+
 AMBIENT_CONSTANT = 0
 AMBIENT_DAILY = 1
 AMBIENT_SERIES = 2
@@ -27,19 +29,5 @@ def ambient_c(t_s, kind, p, ts_t, ts_v):
         hour = (p[3] + t_s / 3600.0) % 24.0
         return p[0] + p[1] * math.cos(2.0 * math.pi * (hour - p[2]) / 24.0)
     if kind == AMBIENT_SERIES:
-        n = ts_t.shape[0]
-        if t_s <= ts_t[0]:
-            return ts_v[0]
-        if t_s >= ts_t[n - 1]:
-            return ts_v[n - 1]
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if ts_t[mid] <= t_s:
-                lo = mid
-            else:
-                hi = mid
-        f = (t_s - ts_t[lo]) / (ts_t[hi] - ts_t[lo])
-        return ts_v[lo] + f * (ts_v[hi] - ts_v[lo])
+        return series_value(t_s, ts_t, ts_v, False)
     return p[0]

@@ -39,6 +39,12 @@ def profile_value(t_s, kind, p, ts, vs):
     t = t_s
     if p[0] > 0.0:
         t = t_s % p[0]
+    return series_value(t, ts, vs, p[1] != 0.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def series_value(t, ts, vs, step):
+    """Linear (``step``: hold) interpolation of ``(ts, vs)`` at ``t``, held beyond the ends."""
     n = ts.shape[0]
     if t <= ts[0]:
         return vs[0]
@@ -52,10 +58,9 @@ def profile_value(t_s, kind, p, ts, vs):
             lo = mid
         else:
             hi = mid
-    if p[1] != 0.0:
+    if step:
         return vs[lo]
-    f = (t - ts[lo]) / (ts[hi] - ts[lo])
-    return vs[lo] + f * (vs[hi] - vs[lo])
+    return vs[lo] + (t - ts[lo]) / (ts[hi] - ts[lo]) * (vs[hi] - vs[lo])
 
 
 @dataclass(frozen=True)
