@@ -23,7 +23,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from . import aging
 from .ambient import AMBIENT_KINDS, ambient_c
 from .chemistry import ocv_integral_table
-from .config import FarmConfig, ConfigError, ocv_tables, parse_config, resolve_kind
+from .config import FarmConfig, ocv_tables, parse_config, resolve_kind
 from .kernel import (BLOCK, N_ISCRATCH, N_SCRATCH, dispatch_coefficients, dispatch_sums, run_steps_parallel,
                      run_steps_serial, stored_energy_wh)
 from .layout import *  # noqa: F403

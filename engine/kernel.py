@@ -1,13 +1,15 @@
-"""The fused tick: every unit, every physical domain, one walk over memory.
+"""The tick: every unit, every physical domain, with one read of the published state.
 
 Per unit and step: protection latch/reset -> dispatch -> PCS -> current from power with limits ->
 RC pairs, SoC and energy accounts -> thermal (HVAC, neighbours, runaway) -> protection and state ->
 aging sample -> outputs -> the unit's dispatch headroom for the next step and its share of the farm
 aggregates. Tick k reads buffer ``src`` and writes buffer ``1 - src``; nothing else is copied.
 
-Units are processed in fixed blocks of :data:`BLOCK` units; each block writes its own row of
-partial aggregates and the rows are summed in block order afterwards, so every result is bitwise
-the same for any number of threads.
+Units are processed in fixed blocks of :data:`BLOCK` units (``prange`` over blocks); each block
+writes its own row of partial aggregates and the rows are summed in block order afterwards, so
+every result is bitwise the same for any number of threads. Within a block, a run of units of one
+kind is stepped as short array loops (:func:`_step_run`), or one unit at a time when the run is
+short (:func:`_step_run_scalar`); both give bitwise the same unit state.
 
 Dispatch is exact without a second pass: the headroom ``h`` and SoC-balancing weight ``w`` each
 unit will have at the start of the next step are summed in this step, and the next step splits the

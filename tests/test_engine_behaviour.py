@@ -5,7 +5,6 @@ import threading
 import numpy as np
 import pytest
 
-from bess_farm.engine import Farm
 from bess_farm.engine.layout import (ALARM_HVAC_FAULT, ALARM_OVER_TEMPERATURE, ALARM_SENSOR_FAULT,
                                      ALARM_THERMAL_RUNAWAY, CHARGING, DISCHARGING, FAULT, OFFLINE,
                                      STANDBY, THERMAL_RUNAWAY)
