@@ -36,6 +36,7 @@ from .kernel import (BLOCK, N_ISCRATCH, N_SCRATCH, dispatch_coefficients, dispat
                      run_steps_serial, stored_energy_wh)
 from .layout import *  # noqa: F403
 from .profiles import Profile
+from .sensors import measure_many
 from .layout import (DYN_NAMES, OUT_NAMES, STATE_NAMES, UPAR_NAMES, N_AGG, N_DISP, N_DYN, N_KPAR,
                      N_OUT, N_UPAR)
 from .thermal import thermal_factors
@@ -593,6 +594,31 @@ class Farm:
             if self.generation == gen:
                 return result
         raise RuntimeError("the engine published faster than the reader could read")
+
+    def measure(self, channel: str, units=slice(None)) -> np.ndarray:
+        """What the unit's sensors report for ``channel`` on the published tick.
+
+        ``"voltage"`` [V], ``"temperature"`` [C], ``"current"`` [A] or ``"soc"`` [-]: the truth
+        with the unit's sensor fault applied (stuck, offset, drift) plus seeded noise from a
+        counter-based hash of (seed, unit, tick, channel), so two readers of one tick see the same
+        number and nothing is computed for units nobody reads (see :mod:`.sensors`).
+        """
+        if channel not in CHANNEL_NAMES:
+            raise ValueError(f"unknown sensor channel {channel!r}; known: {', '.join(CHANNEL_NAMES)}")
+        idx = _ids(units, self.n_units)
+        ch = CHANNEL_NAMES.index(channel)
+        truth_name = ("voltage_v", "temp_c", "current_a", "soc")[ch]
+        sigma_row = (K_SIGMA_V, K_SIGMA_T, K_SIGMA_I, K_SIGMA_SOC)[ch]
+
+        def fn(snap):
+            truth = np.asarray(snap[truth_name][idx], dtype=np.float64)
+            sigma = self.kpar[self.kind[idx], sigma_row]
+            faulted = (self.flags[idx] & FLAG_SENSOR_FAULT) != 0
+            out = np.empty(idx.size)
+            measure_many(truth, idx, sigma, self.sensor_faults, faulted, ch, self.seed, snap.tick,
+                         snap.time_s, out)
+            return out
+        return self.read(fn)
 
     def aggregates(self) -> Aggregates:
         """Farm aggregates of the published tick."""

@@ -197,3 +197,28 @@ def test_bad_api_input_raises_and_changes_nothing(call, match):
     after = f.snapshot()
     for name in before.names():
         assert np.array_equal(before[name], after[name], equal_nan=True), name
+
+
+def test_measurements_are_truth_plus_reproducible_noise_and_faults():
+    f = farm(200, spread={})
+    f.set_farm_power(200 * 1e6)
+    f.step(1.0, 5)
+    truth = f.snapshot(copy=True)
+    v1 = f.measure("voltage")
+    assert np.array_equal(v1, f.measure("voltage")), "two readers of one tick see the same number"
+    noise = v1 - truth["voltage_v"]
+    assert 0.3 < noise.std() < 0.7          # the preset's 0.5 V
+    assert abs(noise.mean()) < 0.15
+    f.step(1.0, 1)
+    assert not np.array_equal(f.measure("voltage") - f.snapshot()["voltage_v"], noise)
+    f.set_sensor_fault(0, "temperature", "stuck", a=42.0)
+    f.set_sensor_fault(1, "soc", "offset", a=0.1)
+    f.set_sensor_fault(2, "current", "drift", a=0.0, b=2.0)
+    f.step(1.0, 10)
+    s = f.snapshot()
+    assert f.measure("temperature", 0)[0] == pytest.approx(42.0)
+    assert f.measure("soc", 1)[0] == pytest.approx(s["soc"][1] + 0.1, abs=0.01)
+    assert f.measure("current", 2)[0] == pytest.approx(s["current_a"][2] + 20.0, abs=3.0)
+    assert s["temp_c"][0] < 40.0, "the truth keeps its course"
+    with pytest.raises(ValueError, match="unknown sensor channel"):
+        f.measure("humidity")
