@@ -128,6 +128,7 @@ class Farm:
         self._step_lock = threading.Lock()      # one step at a time
         self._pending: list[Callable[[], bool]] = []
         self._farm_profile = Profile.constant(0.0)
+        self._one_shot_flags = False
 
         self.kind = np.empty(n, dtype=np.int16)
         self.upar = np.zeros((N_UPAR, n), dtype=np.float32)
@@ -262,8 +263,16 @@ class Farm:
         u[R_STEP, sl] = 1.0
         u[SOH, sl] = 1.0
 
+    def _check_dt(self, dt: float) -> None:
+        for kp in self.kpar:
+            nb_limit = kp[K_C_TH] / (2.0 * kp[K_G_NB]) if kp[K_G_NB] > 0 else math.inf
+            if dt > nb_limit:
+                raise ValueError(f"dt = {dt} s is too long for the neighbour coupling of this farm "
+                                 f"(stable up to {nb_limit:.0f} s); use a shorter step")
+
     def _prepare_dt(self, dt: float) -> None:
         """Refresh the per-kind factors that depend on the step length."""
+        self._check_dt(dt)
         for kp in self.kpar:
             for tau_i, om_i, av_i in ((K_TAU1_S, K_OM1, K_AV1), (K_TAU2_S, K_OM2, K_AV2)):
                 om = -math.expm1(-dt / kp[tau_i])
@@ -271,10 +280,6 @@ class Farm:
                 kp[av_i] = om * kp[tau_i] / dt
             kp[K_TH:K_TH + 3 * TH_SLOTS] = thermal_factors(kp[K_C_TH], kp[K_G_AMB], kp[K_G_NB],
                                                  kp[K_HVAC_GAIN], dt)
-            nb_limit = kp[K_C_TH] / (2.0 * kp[K_G_NB]) if kp[K_G_NB] > 0 else math.inf
-            if dt > nb_limit:
-                raise ValueError(f"dt = {dt} s is too long for the neighbour coupling of this farm "
-                                 f"(stable up to {nb_limit:.0f} s); use a shorter step")
         self._dt = dt
 
     def take(self, units) -> "Farm":
@@ -350,6 +355,8 @@ class Farm:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive whole number of steps, got {n!r}")
         dt = float(dt)
+        if dt != self._dt:
+            self._check_dt(dt)            # before anything changes
         with self._step_lock:
             self._apply_commands()
             if dt != self._dt:
@@ -365,7 +372,9 @@ class Farm:
                          self.kind, self.kpar, self.ocv, self.ocv_int, self.sensor_faults,
                          self.aging_acc, self.aging_state, self._partial, self._agg,
                          self._scratch, self._iscratch)
-            self.flags &= np.uint16(~(FLAG_RESET | FLAG_TRIGGER_RUNAWAY) & 0xFFFF)
+            if self._one_shot_flags:      # resets and runaway triggers are consumed by one tick
+                self.flags &= np.uint16(~(FLAG_RESET | FLAG_TRIGGER_RUNAWAY) & 0xFFFF)
+                self._one_shot_flags = False
             self.time_s += n * dt
             self.tick += int(n)
             self._src = int(src)
@@ -478,6 +487,7 @@ class Farm:
 
         def apply():
             self.flags[idx] |= FLAG_RESET
+            self._one_shot_flags = True
             return True
         return self._enqueue(apply)
 
@@ -488,6 +498,7 @@ class Farm:
 
         def apply():
             self.flags[idx] |= FLAG_TRIGGER_RUNAWAY
+            self._one_shot_flags = True
             return True
         return self._enqueue(apply)
 

@@ -222,3 +222,17 @@ def test_measurements_are_truth_plus_reproducible_noise_and_faults():
     assert s["temp_c"][0] < 40.0, "the truth keeps its course"
     with pytest.raises(ValueError, match="unknown sensor channel"):
         f.measure("humidity")
+
+
+def test_a_step_too_long_for_the_coupling_changes_nothing():
+    f = farm(4, params={"conductance_neighbour_w_per_k": 1e5})   # C / (2 G) = 125 s
+    f.step(1.0, 1)
+    before = f.snapshot(copy=True)
+    kpar = f.kpar.copy()
+    f.set_farm_power(1e6)
+    with pytest.raises(ValueError, match="too long for the neighbour coupling"):
+        f.step(600.0, 1)
+    assert np.array_equal(kpar, f.kpar)
+    assert f.tick == 1 and len(f._pending) == 1, "the queued command waits for a good step"
+    for name in before.names():
+        assert np.array_equal(before[name], f.snapshot()[name]), name
