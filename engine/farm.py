@@ -141,6 +141,7 @@ class Farm:
             self._fill_kind(j, p)
             self._fill_units(sl, j, group, p)
             start += group.count
+        self.unit_id = np.arange(n, dtype=np.int64)   # farm-wide id: survives take() (shards)
         self.vendor = np.array([p["vendor"] for p in self.kinds])[self.kind]
         self.model = np.array([p["model"] for p in self.kinds])[self.kind]
 
@@ -297,7 +298,7 @@ class Farm:
         new._lock = threading.Lock()
         new._step_lock = threading.Lock()
         new._pending = []
-        for name in ("kind", "flags", "row", "vendor", "model"):
+        for name in ("kind", "flags", "row", "vendor", "model", "unit_id"):
             setattr(new, name, getattr(self, name)[idx].copy())
         for name in ("upar",):
             setattr(new, name, np.ascontiguousarray(getattr(self, name)[:, idx]))
@@ -626,8 +627,8 @@ class Farm:
             sigma = self.kpar[self.kind[idx], sigma_row]
             faulted = (self.flags[idx] & FLAG_SENSOR_FAULT) != 0
             out = np.empty(idx.size)
-            measure_many(truth, idx, sigma, self.sensor_faults, faulted, ch, self.seed, snap.tick,
-                         snap.time_s, out)
+            measure_many(truth, idx, self.unit_id[idx], sigma, self.sensor_faults, faulted, ch,
+                         self.seed, snap.tick, snap.time_s, out)
             return out
         return self.read(fn)
 

@@ -67,13 +67,14 @@ def apply_fault(fault_row, truth, t_s):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def measure_many(truth, units, sigma, faults, faulted, channel, seed, tick, t_s, out):
+def measure_many(truth, units, ids, sigma, faults, faulted, channel, seed, tick, t_s, out):
     """Measured values of one channel for the listed units.
 
     Parameters
     ----------
     truth : float[:]   true values of the listed units (same order as ``units``)
-    units : int64[:]   unit indices
+    units : int64[:]   unit indices (rows of ``faults``)
+    ids : int64[:]     farm-wide unit ids, which seed the noise (a shard sees the same numbers)
     sigma : float64[:] noise standard deviation per listed unit (channel units)
     faults : float32[n, channels, 4] sensor-fault table
     faulted : bool[:]  True where the unit has a sensor fault configured
@@ -91,5 +92,5 @@ def measure_many(truth, units, sigma, faults, faulted, channel, seed, tick, t_s,
             if int(row[SF_MODE]) == SF_STUCK:
                 s = 0.0
         if s > 0.0:
-            v += s * standard_normal(seed, i, tick, channel)
+            v += s * standard_normal(seed, ids[j], tick, channel)
         out[j] = v

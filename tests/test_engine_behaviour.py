@@ -236,3 +236,11 @@ def test_a_step_too_long_for_the_coupling_changes_nothing():
     assert f.tick == 1 and len(f._pending) == 1, "the queued command waits for a good step"
     for name in before.names():
         assert np.array_equal(before[name], f.snapshot()[name]), name
+
+
+def test_a_shard_reports_the_same_measurements_as_the_whole_farm():
+    f = farm(12, spread={})
+    f.step(1.0, 3)
+    shard = f.take(range(6, 12))
+    assert np.array_equal(f.measure("temperature", range(6, 12)), shard.measure("temperature"))
+    assert list(shard.unit_id) == list(range(6, 12))
