@@ -135,6 +135,6 @@ def _simulate(args) -> int:
     if not args.quiet and sys.stderr.isatty():
         print("bess: loading the engine ...", file=sys.stderr)
     try:
-        return run(args, _load_farm)
+        return run(args)
     except SimulateError as exc:
         return _fail(str(exc))

@@ -290,7 +290,7 @@ def fmt_s(s: float) -> str:
 
 
 # ----------------------------------------------------------------------------------- the run
-def run(args, load_farm) -> int:
+def run(args) -> int:
     from bess_farm.engine.config import ConfigError, parse_config
     from bess_farm.engine.farm import Farm
     from bess_farm.engine.layout import K_P_RATED, STATE_NAMES
