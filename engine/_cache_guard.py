@@ -51,3 +51,12 @@ def ensure_fresh_cache() -> None:
     except OSError:
         # A read-only install: numba then uses its own user-wide cache or compiles in memory.
         pass
+
+
+def kernels_cached() -> bool:
+    """True when the tick kernels are in the on-disk cache (a run starts without compiling)."""
+    cache = _cache_dir()
+    try:
+        return any(cache.glob("kernel.run_steps_*.nbi"))
+    except OSError:
+        return False

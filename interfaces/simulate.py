@@ -329,6 +329,11 @@ def run(args) -> int:
     if ambient_cols is not None:
         cfg.ambient = {"kind": "series", "times_s": ambient_cols["time_s"], "values_c": ambient_cols["ambient_c"]}
     farm = Farm(cfg)
+    if not args.quiet and sys.stderr.isatty():
+        from bess_farm.engine._cache_guard import kernels_cached
+        if not kernels_cached():
+            print("bess: compiling the engine's kernels once (about half a minute); later runs start "
+                  "at once", file=sys.stderr)
 
     unit_ids = parse_unit_list(args.units, farm.n_units) if args.units else None
     unit_setpoints = None
