@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
 # The project's test command: installs everything the test suite needs, then runs all of it.
 # Usage: bash tests/run.sh [pytest args]
+#
+# It uses the python3 on PATH. Where that Python refuses system-wide installs (PEP 668, as Debian's
+# own python3 does), it makes a virtual environment in .venv first (installing Debian's
+# python3-venv when it is missing and we are root) and runs everything from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-python3 -m pip install --quiet -e ".[test]"
-exec python3 -m pytest "$@"
+PY=python3
+if [ -z "${VIRTUAL_ENV:-}" ] && python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        fi
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    PY=.venv/bin/python
+fi
+"$PY" -m pip install --quiet -e ".[test]"
+exec "$PY" -m pytest "$@"
