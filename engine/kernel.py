@@ -26,7 +26,7 @@ from .aging import (aging_accumulate, aging_relative_capacity, aging_relative_re
                     aging_update, aging_update_due)
 from .ambient import ambient_c
 from .profiles import profile_value
-from .chemistry import OCV_POINTS, ocv_integral, ocv_interp, ocv_slope
+from .chemistry import ocv_integral, ocv_interp, ocv_slope
 from .electrical import current_for_power, pcs_loss_w, rc_update
 from .layout import *  # noqa: F403  (field indices are compile-time constants)
 from .sensors import apply_fault
@@ -35,7 +35,6 @@ from .thermal import self_heating_w, thermal_update
 BLOCK = 2048
 #: Runs shorter than this take the one-unit-at-a-time path (see _step_run_scalar).
 SCALAR_RUN_MAX = 16
-OCV_SEGMENTS = OCV_POINTS - 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

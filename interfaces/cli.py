@@ -32,24 +32,22 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, positive: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a {'positive' if positive else 'finite'} number")
     return v
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, positive=True)
 
 
 def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{text!r} must be finite")
-    return v
+    return _number(text, positive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

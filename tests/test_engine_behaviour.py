@@ -14,7 +14,6 @@ from helpers import farm
 
 def test_farm_setpoint_is_met_and_balanced_by_soc():
     f = farm(8, spread={})
-    f.take  # noqa: B018
     f.dyn[f._src, 0] = np.linspace(0.3, 0.8, 8)      # SoC spread before the first tick
     f._refresh_dispatch()
     f.set_farm_power(4e6)
