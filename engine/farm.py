@@ -263,6 +263,8 @@ class Farm:
         u[CAP_FACTOR, sl] = 1.0
         u[R_STEP, sl] = 1.0
         u[SOH, sl] = 1.0
+        u[SOC_RSV_MIN, sl] = p["soc_min"]
+        u[SOC_RSV_MAX, sl] = p["soc_max"]
 
     def _check_dt(self, dt: float) -> None:
         for kp in self.kpar:
@@ -466,6 +468,41 @@ class Farm:
                 self.flags[idx] |= FLAG_MANUAL
             else:
                 self.flags[idx] &= np.uint16(~FLAG_MANUAL & 0xFFFF)
+            return True
+        return self._enqueue(apply)
+
+    def set_soc_reserve(self, units, soc_min: float | None = None,
+                        soc_max: float | None = None) -> int:
+        """Narrow the units' operating SoC window (the reserve SCADA keeps for itself).
+
+        Each bound is a fraction that must lie inside the unit kind's ``[soc_min, soc_max]``,
+        with ``soc_min < soc_max`` after the change; ``None`` keeps a bound as it is. The
+        units stop discharging at the lower and charging at the upper bound (with the kind's
+        taper), exactly as at the kind's own limits; alarms keep to the kind's window."""
+        idx = _ids(units, self.n_units)
+        new = {}
+        for row, value, name in ((SOC_RSV_MIN, soc_min, "soc_min"), (SOC_RSV_MAX, soc_max, "soc_max")):
+            if value is None:
+                continue
+            v = _finite(value, f"reserve {name}")
+            k_lo = self.kpar[self.kind[idx], K_SOC_MIN]
+            k_hi = self.kpar[self.kind[idx], K_SOC_MAX]
+            bad = (v < k_lo - 1e-6) | (v > k_hi + 1e-6)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"reserve {name} {v:g} is outside unit {int(idx[i])}'s SoC window "
+                                 f"[{k_lo[i]:g}, {k_hi[i]:g}]")
+            new[row] = np.clip(v, k_lo, k_hi).astype(np.float32)
+        lo = new.get(SOC_RSV_MIN, self.upar[SOC_RSV_MIN, idx])
+        hi = new.get(SOC_RSV_MAX, self.upar[SOC_RSV_MAX, idx])
+        if np.any(lo >= hi):
+            i = int(np.flatnonzero(lo >= hi)[0])
+            raise ValueError(f"reserve soc_min {float(lo[i]):g} must stay below soc_max "
+                             f"{float(hi[i]):g} (unit {int(idx[i])})")
+
+        def apply():
+            for row, v in new.items():
+                self.upar[row, idx] = v
             return True
         return self._enqueue(apply)
 

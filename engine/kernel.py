@@ -198,6 +198,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     r2 = upar[R2_OHM, a:e]
     der = upar[DERATE, a:e]
     sp = upar[SETPOINT_W, a:e]
+    rlo = upar[SOC_RSV_MIN, a:e]
+    rhi = upar[SOC_RSV_MAX, a:e]
     tab = ocv[int(kp[k, K_OCV_TABLE])]
     tab_int = ocv_int[int(kp[k, K_OCV_TABLE])]
     ocv0 = sc[S_OCV0, :m]
@@ -278,7 +280,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     for j in range(m):
         hdis[j], hchg[j] = _headroom(soc[j], temp[j], ocv0[j], np.float64(r0[j]),
                                      np.float64(der[j]), p_rated, t_der, t_hi, inv_span,
-                                     t_min_chg, soc_min, soc_max, inv_taper, i_d, i_c)
+                                     t_min_chg, np.float64(rlo[j]), np.float64(rhi[j]),
+                                     inv_taper, i_d, i_c)
     for j in range(m):
         f = fl[j]
         s = np.float64(sp[j])
@@ -326,8 +329,9 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         e_src = ocv0[j] - v1[j] - v2[j]
         inv_r0 = 1.0 / r0[j]
         a_s = np.float64(cap[j]) * as_per_soc           # ampere-steps per unit of SoC
-        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc[j] - soc_min) * a_s))
-        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0, -(soc_max - soc[j]) * a_s * inv_eta))
+        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc[j] - np.float64(rlo[j])) * a_s))
+        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0,
+                            -(np.float64(rhi[j]) - soc[j]) * a_s * inv_eta))
         c2 = min(max(c, i_lo), i_hi)
         clamped[j] = 1 if (cm or c2 != c) else 0
         cur[j] = c2
@@ -590,8 +594,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     # (scratch rows of phase 1 are free again and hold the masked per-unit terms)
     for j in range(m):
         hd, hc = _headroom(soc1[j], temp1[j], ocv1[j], np.float64(r0[j]), np.float64(der[j]),
-                           p_rated, t_der, t_hi, inv_span, t_min_chg, soc_min, soc_max,
-                           inv_taper, i_d, i_c)
+                           p_rated, t_der, t_hi, inv_span, t_min_chg, np.float64(rlo[j]),
+                           np.float64(rhi[j]), inv_taper, i_d, i_c)
         f = fl[j]
         auto = (f & FLAG_ENABLED) != 0 and latched[j] == 0 and (f & FLAG_MANUAL) == 0
         hdis[j] = hd if auto else 0.0
@@ -720,6 +724,8 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         r2 = upar[R2_OHM, i]
         der = upar[DERATE, i]
         sp = np.float64(upar[SETPOINT_W, i])
+        rlo = np.float64(upar[SOC_RSV_MIN, i])
+        rhi = np.float64(upar[SOC_RSV_MAX, i])
         # 1: latch and reset, dispatch, PCS, current and its limits
         inv_cap = 1.0 / np.float64(cap)
         lat = alarms[src, i] & TRIP_MASK
@@ -729,7 +735,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         ocv0 = ns * ocv_interp(tab, soc)
         slope = ns * ocv_slope(tab, soc)
         hdis, hchg = _headroom(soc, temp, ocv0, np.float64(r0), np.float64(der), p_rated, t_der,
-                               t_hi, inv_span, t_min_chg, soc_min, soc_max, inv_taper, i_d, i_c)
+                               t_hi, inv_span, t_min_chg, rlo, rhi, inv_taper, i_d, i_c)
         if d_sign > 0.0:
             w = hdis * soc
             auto = d_alpha * w + d_beta * (hdis - w)
@@ -766,8 +772,8 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         e_src = ocv0 - v1 - v2
         inv_r0 = 1.0 / r0
         a_s = np.float64(cap) * as_per_soc
-        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc - soc_min) * a_s))
-        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0, -(soc_max - soc) * a_s * inv_eta))
+        i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc - rlo) * a_s))
+        i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0, -(rhi - soc) * a_s * inv_eta))
         c2 = min(max(c, i_lo), i_hi)
         clamped = cm or c2 != c
         cur = c2
@@ -890,7 +896,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
                 upar[R2_OHM, i] = upar[R2_NOM_OHM, i] * r
         # the next step's dispatch sums and the aggregates
         hd, hc = _headroom(soc1, temp1, ocv1, np.float64(upar[R0_OHM, i]), np.float64(der),
-                           p_rated, t_der, t_hi, inv_span, t_min_chg, soc_min, soc_max,
+                           p_rated, t_der, t_hi, inv_span, t_min_chg, rlo, rhi,
                            inv_taper, i_d, i_c)
         on = (f & FLAG_ENABLED) != 0 and lat == 0
         if on and (f & FLAG_MANUAL) == 0:
@@ -1062,7 +1068,8 @@ def dispatch_sums(src, dyn, alarms, upar, flags, kind, kp, ocv, agg):
         h_d, h_c = _headroom(soc, dyn[src, TEMP_C, i], ocv0, np.float64(upar[R0_OHM, i]),
                              np.float64(upar[DERATE, i]), kp[k, K_P_RATED], kp[k, K_T_DERATE],
                              kp[k, K_T_TRIP_HI], kp[k, K_INV_DERATE_SPAN], kp[k, K_T_MIN_CHARGE],
-                             kp[k, K_SOC_MIN], kp[k, K_SOC_MAX], kp[k, K_INV_TAPER],
+                             np.float64(upar[SOC_RSV_MIN, i]), np.float64(upar[SOC_RSV_MAX, i]),
+                             kp[k, K_INV_TAPER],
                              kp[k, K_I_MAX_DIS], kp[k, K_I_MAX_CHG])
         agg[AG_H_DIS] += h_d
         agg[AG_H_CHG] += h_c

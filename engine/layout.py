@@ -107,10 +107,13 @@ RW_RELEASED_J = 14   # runaway energy already released [J] (changes only in runa
 SOH = 15             # relative capacity from the aging model [-]
 T_MAX_C = 16         # highest temperature seen, sampled with aging [C]
 TRIPS = 17           # number of trips so far
-N_UPAR = 18
+SOC_RSV_MIN = 18     # operating SoC window of this unit (reserve), inside the kind's
+SOC_RSV_MAX = 19     # [soc_min, soc_max]; SCADA writes it (SunSpec 802 SoCRsvMin/Max) [-]
+N_UPAR = 20
 UPAR_NAMES = ("cap_ah", "r0_ohm", "r1_ohm", "r2_ohm", "cap_nom_ah", "r0_nom_ohm", "r1_nom_ohm",
               "r2_nom_ohm", "derate", "setpoint_w", "ambient_offset_c", "aging_factor",
-              "cap_factor", "r_step", "rw_released_j", "soh", "t_max_c", "trips")
+              "cap_factor", "r_step", "rw_released_j", "soh", "t_max_c", "trips",
+              "soc_rsv_min", "soc_rsv_max")
 
 # --- per-kind parameters (kpar, float64) ----------------------------------------------------
 K_N_SERIES = 0          # cells in series [-]

@@ -76,6 +76,18 @@ def test_soc_window_is_never_left_and_power_tapers():
     assert mags[-1] < 0.1 * mags[0]
 
 
+def test_reserve_soc_narrows_one_units_window():
+    f = farm(2, spread={}, initial_soc=0.6)
+    tick = f.set_soc_reserve(0, soc_min=0.5)
+    assert tick == f.tick + 1
+    f.set_unit_power([0, 1], 1.5e6)
+    f.step(10.0, 900)
+    soc = f.snapshot()["soc"]
+    assert 0.5 - 1e-9 <= soc[0] < 0.505, "unit 0 stops at its reserve"
+    assert soc[1] < 0.1, "unit 1 keeps the kind's window"
+    assert f.snapshot()["soc_rsv_min"][0] == np.float32(0.5)
+
+
 def test_current_mode_follows_a_current():
     f = farm(1, spread={})
     f.set_unit_current(0, 500.0)
@@ -186,6 +198,8 @@ def test_snapshot_is_read_only_and_read_sees_whole_ticks():
     (lambda f: f.set_unit_params(0, derate=2.0), "derate must be within"),
     (lambda f: f.set_unit_params(0, colour=1), "unknown unit parameter"),
     (lambda f: f.set_sensor_fault(0, "pressure", "stuck"), "unknown sensor channel"),
+    (lambda f: f.set_soc_reserve(0, soc_min=0.01), "outside unit 0's SoC window"),
+    (lambda f: f.set_soc_reserve(1, soc_min=0.6, soc_max=0.4), "must stay below"),
 ])
 def test_bad_api_input_raises_and_changes_nothing(call, match):
     f = farm(2)
