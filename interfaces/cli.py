@@ -1,5 +1,6 @@
 """The ``bess`` command line.
 
+``bess run``           the farm in real time: engine at 10 Hz + Modbus TCP (SunSpec)
 ``bess simulate``      batch run, faster than real time, with a progress bar and results files
 ``bess presets``       the vendor presets and every parameter a config may set
 ``bess check-config``  validate a farm config without running it
@@ -55,6 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bess-farm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    r = sub.add_parser("run", help="run the farm in real time with its Modbus server",
+                       description="Run the farm in real time: the engine ticks at 10 Hz and SCADA "
+                                   "polls and writes it over Modbus TCP (SunSpec; see docs/modbus.md). "
+                                   "Without --config, the embedded default farm.")
+    r.add_argument("--config", type=Path, help="site config (TOML): farm, [modbus], [runtime]")
+    r.add_argument("--modbus-host", default=None, help="bind address (default 0.0.0.0)")
+    r.add_argument("--modbus-port", type=int, default=None,
+                   help="first Modbus port (default 5020; 247 units per port)")
+    r.add_argument("--speed", type=_positive_float, default=None,
+                   help="simulated seconds per real second (default 1)")
+    r.add_argument("--overrun", choices=("catch-up", "skip"), default=None,
+                   help="when a tick is late: run the missed ticks at once (default) or drop them")
+    r.add_argument("--profile", choices=("daily-arbitrage", "idle", "constant", "frequency-regulation",
+                                         "peak-shaving"), default=None,
+                   help="farm dispatch while SCADA does not control the plant (default daily-arbitrage)")
+    r.add_argument("--duration", type=parse_duration, default=None,
+                   help="stop after this much wall time (default: run until SIGINT/SIGTERM)")
+    r.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
     s = sub.add_parser("simulate", help="run a farm faster than real time and write results",
                        description="Run a farm in batch, faster than real time, and stream the "
                                    "results into --out (see 'Outputs' in docs/simulate.md).")
@@ -76,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command == "run":
+            from bess_farm.interfaces.runtime import main as run_main
+            return run_main(args)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "presets":

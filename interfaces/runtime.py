@@ -1,0 +1,437 @@
+"""``bess run``: the engine ticking in real time with its Modbus server, in one asyncio process.
+
+Start order: the engine (config, arrays, first tick, which compiles or loads the kernels), then
+the Modbus listeners; the runtime is *ready* only when all are up. Then the ticker:
+
+* Tick ``k`` is due at ``t0 + k / tick_hz`` on the monotonic clock (drift-free: lateness never
+  accumulates). It runs ``Farm.step`` in a worker thread; the kernel releases the GIL, so the
+  event loop keeps serving requests while the physics runs.
+* Overrun policy (``--overrun``): ``catch-up`` (default) runs the missed ticks in the next kernel
+  call, up to ``max_catch_up`` ticks, so simulated time stays locked to the wall clock; anything
+  beyond is skipped and counted. ``skip`` drops missed slots: simulated time falls behind.
+* ``--speed N`` advances ``N / tick_hz`` simulated seconds per tick (the step length grows, the
+  tick rate does not), so a demo runs N times faster than real time at the same CPU cost.
+* Between ticks, on the loop thread: per-unit parameters are republished when they may have
+  changed, SCADA control heartbeats are checked, and trips and alarms are logged.
+
+Adapters read only the published tick and write only commands, which the engine takes in at the
+next tick boundary (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import tomllib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("bess.runtime")
+
+_MODBUS_KEYS = {"host", "port", "units_per_port", "max_ports", "plant_device_id", "revert_timeout_s",
+                "ac_voltage_v", "grid_hz", "max_connections", "vendor_map"}
+_RUNTIME_KEYS = {"tick_hz", "speed", "overrun", "max_catch_up", "profile", "power_w"}
+PROFILES = ("daily-arbitrage", "idle", "constant", "frequency-regulation", "peak-shaving")
+
+
+class SiteConfigError(ValueError):
+    """A site config (farm + runtime + Modbus sections) that cannot be used."""
+
+
+@dataclass
+class RunSettings:
+    tick_hz: float = 10.0
+    speed: float = 1.0
+    overrun: str = "catch-up"
+    max_catch_up: int = 10
+    profile: str = "daily-arbitrage"
+    power_w: float | None = None          # profile amplitude; default 40 % of the farm rating
+    duration_s: float | None = None       # stop after this much wall time (tests, demos)
+
+
+@dataclass
+class SiteConfig:
+    farm: Any                              # engine FarmConfig
+    modbus: Any                            # ModbusSettings
+    run: RunSettings
+    vendor_maps: list[tuple[str, Path]] = field(default_factory=list)   # (unit selector, file)
+    source: str = "embedded default"
+
+
+def load_site_config(path: Path | None) -> SiteConfig:
+    """Read a site config: the engine's farm sections plus optional ``[modbus]`` and ``[runtime]``.
+
+    Errors name the file, the key and the rule (SiteConfigError); nothing is started from a
+    config that failed validation.
+    """
+    from bess_farm.engine.config import ConfigError, parse_config
+    from bess_farm.interfaces.modbus.devices import ModbusSettings
+    source = "embedded default"
+    data: dict[str, Any] = {}
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SiteConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SiteConfigError(f"{source}: not valid TOML: {exc}") from None
+    modbus = data.pop("modbus", {})
+    runtime = data.pop("runtime", {})
+    try:
+        farm_cfg = parse_config(data if path is not None else None)
+    except ConfigError as exc:
+        raise SiteConfigError(f"{source}: {exc}") from None
+    ms = ModbusSettings()
+    vendor: list[tuple[str, Path]] = []
+    if not isinstance(modbus, dict):
+        raise SiteConfigError(f"{source}: modbus: expected a table")
+    for key, value in modbus.items():
+        where = f"{source}: modbus.{key}"
+        if key not in _MODBUS_KEYS:
+            raise SiteConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(_MODBUS_KEYS))}")
+        if key == "host":
+            if not isinstance(value, str) or not value:
+                raise SiteConfigError(f"{where}: expected an address string")
+            ms.host = value
+        elif key == "vendor_map":
+            if not isinstance(value, list):
+                raise SiteConfigError(f"{where}: expected [[modbus.vendor_map]] tables")
+            for j, item in enumerate(value):
+                if not isinstance(item, dict) or set(item) != {"units", "file"}:
+                    raise SiteConfigError(f"{where}[{j}]: needs exactly 'units' (e.g. \"0-9\") and 'file'")
+                f = Path(item["file"])
+                if not f.is_absolute() and path is not None:
+                    f = Path(path).parent / f
+                vendor.append((str(item["units"]), f))
+        else:
+            lo, hi, integer = {"port": (1, 65535, True), "units_per_port": (1, 247, True),
+                               "max_ports": (1, 4096, True), "plant_device_id": (0, 255, True),
+                               "revert_timeout_s": (0, 7 * 86400, False),
+                               "ac_voltage_v": (100, 100_000, False), "grid_hz": (40, 70, False),
+                               "max_connections": (1, 100_000, True)}[key]
+            setattr(ms, key, _num(value, where, lo, hi, integer))
+    if 1 <= ms.plant_device_id <= ms.units_per_port:
+        raise SiteConfigError(f"{source}: modbus.plant_device_id {ms.plant_device_id} collides with unit "
+                              f"device ids 1..{ms.units_per_port}; use 0 or {ms.units_per_port + 1}..255")
+    rs = RunSettings()
+    if not isinstance(runtime, dict):
+        raise SiteConfigError(f"{source}: runtime: expected a table")
+    for key, value in runtime.items():
+        where = f"{source}: runtime.{key}"
+        if key not in _RUNTIME_KEYS:
+            raise SiteConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(_RUNTIME_KEYS))}")
+        if key == "overrun":
+            if value not in ("catch-up", "skip"):
+                raise SiteConfigError(f"{where}: must be 'catch-up' or 'skip'")
+            rs.overrun = value
+        elif key == "profile":
+            if value not in PROFILES:
+                raise SiteConfigError(f"{where}: unknown profile {value!r}; known: {', '.join(PROFILES)}")
+            rs.profile = value
+        else:
+            lo, hi, integer = {"tick_hz": (0.1, 100, False), "speed": (0.01, 100_000, False),
+                               "max_catch_up": (0, 1000, True), "power_w": (-1e13, 1e13, False)}[key]
+            setattr(rs, key, _num(value, where, lo, hi, integer))
+    return SiteConfig(farm_cfg, ms, rs, vendor, source)
+
+
+def _num(value, where, lo, hi, integer):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SiteConfigError(f"{where}: expected a number, got {value!r}")
+    if integer and not float(value).is_integer():
+        raise SiteConfigError(f"{where}: expected a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise SiteConfigError(f"{where}: {value!r} is out of range ({lo}..{hi})")
+    return int(value) if integer else float(value)
+
+
+# ------------------------------------------------------------------------------------- logging
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+               + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class _PlainFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        s = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            s += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return s
+
+
+def setup_logging(fmt: str = "plain", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _PlainFormatter())
+    root = logging.getLogger("bess")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    # pymodbus logs every malformed frame at warning/error; its faults are handled and counted here
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def event(logger: logging.Logger, level: int, msg: str, **fields) -> None:
+    logger.log(level, msg, extra={"fields": fields})
+
+
+# ------------------------------------------------------------------------------------- stats
+class TickStats:
+    """Tick durations and lateness over a bounded window, and counters."""
+
+    def __init__(self, window: int = 6000):
+        self.durations = deque(maxlen=window)
+        self.lateness = deque(maxlen=window)
+        self.ticks = 0
+        self.calls = 0
+        self.overruns = 0
+        self.skipped = 0
+        self.last_tick_wall = 0.0
+
+    def percentile(self, which: str, q: float) -> float:
+        data = self.durations if which == "duration" else self.lateness
+        return float(np.percentile(np.fromiter(data, float), q)) if data else 0.0
+
+    def summary(self) -> dict[str, float]:
+        return {"ticks": self.ticks, "overruns": self.overruns, "skipped": self.skipped,
+                "tick_p50_ms": 1e3 * self.percentile("duration", 50),
+                "tick_p99_ms": 1e3 * self.percentile("duration", 99),
+                "lateness_p50_ms": 1e3 * self.percentile("lateness", 50),
+                "lateness_p99_ms": 1e3 * self.percentile("lateness", 99)}
+
+
+# ------------------------------------------------------------------------------------- runtime
+class Runtime:
+    """The engine, its ticker and the Modbus listeners (and, later, REST and telemetry)."""
+
+    def __init__(self, site: SiteConfig):
+        self.site = site
+        self.farm = None
+        self.devices = None
+        self.servers: list = []
+        self.stats = TickStats()
+        self.modbus_stats = None
+        self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.profile = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bess-engine")
+        self._aging_before = 0.0
+
+    # ------------------------------------------------------------------ start
+    async def start(self) -> None:
+        from bess_farm.engine.farm import Farm
+        from bess_farm.interfaces.modbus.devices import FarmDevices
+        from bess_farm.interfaces.modbus.server import ModbusStats, start_servers
+        from bess_farm.interfaces.modbus.vendor import load_vendor_maps
+        site, rs, ms = self.site, self.site.run, self.site.modbus
+        t0 = time.perf_counter()
+        now = time.gmtime()
+        site.farm.start_hour = now.tm_hour + now.tm_min / 60 + now.tm_sec / 3600
+        loop = asyncio.get_running_loop()
+        self.farm = farm = await loop.run_in_executor(self._pool, Farm, site.farm)
+        self.dt = rs.speed / rs.tick_hz
+        try:
+            farm._check_dt(self.dt)
+        except ValueError as exc:
+            raise SiteConfigError(f"--speed {rs.speed:g}: {exc}") from None
+        self.profile = self._local_profile()
+        if self.profile is not None:
+            farm.set_farm_profile(self.profile)
+        vendor = load_vendor_maps(site.vendor_maps, farm) if site.vendor_maps else {}
+        self.devices = FarmDevices(farm, ms, local_profile=self.profile, vendor_maps=vendor,
+                                   on_event=self._device_event)
+        await loop.run_in_executor(self._pool, farm.step, self.dt, 1)   # compiles or loads kernels
+        self.devices.refresh()
+        event(log, logging.INFO, "engine started", units=farm.n_units, kinds=len(farm.kinds),
+              tick_hz=rs.tick_hz, speed=rs.speed, dt_s=round(self.dt, 6),
+              memory_mb=round(farm.memory_bytes() / 1e6, 1), seconds=round(time.perf_counter() - t0, 2))
+        self.modbus_stats = ModbusStats()
+        self.servers = await start_servers(self.devices, ms.host, ms.port, self.modbus_stats,
+                                           ms.max_connections)
+        last = ms.port + self.devices.n_ports - 1
+        event(log, logging.INFO, "modbus listening", host=ms.host,
+              ports=f"{ms.port}" if last == ms.port else f"{ms.port}-{last}",
+              units=self.devices.units_served, plant_device_id=ms.plant_device_id)
+        if self.devices.units_served < farm.n_units:
+            event(log, logging.WARNING, "units beyond modbus.max_ports are not on Modbus",
+                  served=self.devices.units_served, units=farm.n_units)
+        self.ready.set()
+        event(log, logging.INFO, "ready", seconds=round(time.perf_counter() - t0, 2))
+
+    def _local_profile(self):
+        from bess_farm.engine.layout import K_P_RATED
+        from bess_farm.engine.profiles import (Profile, daily_arbitrage, frequency_regulation,
+                                               peak_shaving)
+        rs, f = self.site.run, self.farm
+        rated = float(f.kpar[f.kind, K_P_RATED].sum())
+        power = rs.power_w if rs.power_w is not None else 0.4 * rated
+        sh = f.config.start_hour
+        return {"idle": lambda: Profile.constant(0.0), "constant": lambda: Profile.constant(power),
+                "daily-arbitrage": lambda: daily_arbitrage(power, start_hour=sh),
+                "frequency-regulation": lambda: frequency_regulation(power, seed=f.seed),
+                "peak-shaving": lambda: peak_shaving(power, start_hour=sh)}[rs.profile]()
+
+    def _device_event(self, kind: str, fields: dict) -> None:
+        event(log, logging.INFO, kind.replace("_", " "), **fields)
+
+    # ------------------------------------------------------------------ ticking
+    async def run(self) -> None:
+        """Tick until :meth:`stop` (or the configured duration), then shut down."""
+        rs = self.site.run
+        loop = asyncio.get_running_loop()
+        period = 1.0 / rs.tick_hz
+        t0 = time.monotonic()
+        k = 0
+        end = t0 + rs.duration_s if rs.duration_s else math.inf
+        while not self.stopping.is_set():
+            due = t0 + k * period
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now < due:
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), min(due, end) - now)
+                    break
+                except asyncio.TimeoutError:
+                    pass
+                if time.monotonic() >= end:
+                    break
+            start = time.monotonic()
+            late = start - due
+            behind = int(late // period)        # whole ticks missed
+            n = 1
+            if behind > 0:
+                self.stats.overruns += 1
+                if rs.overrun == "catch-up":
+                    n = 1 + min(behind, rs.max_catch_up)
+                    self.stats.skipped += behind - (n - 1)
+                else:
+                    self.stats.skipped += behind
+                if self.stats.overruns == 1 or self.stats.overruns % 100 == 0:
+                    event(log, logging.WARNING, "tick overrun", late_ms=round(late * 1e3, 1),
+                          behind_ticks=behind, overruns=self.stats.overruns, policy=rs.overrun)
+            pending = bool(self.farm._pending)
+            clock = float(self.farm._aging_clock[0])
+            prev_src = self.farm._src
+            await loop.run_in_executor(self._pool, self.farm.step, self.dt, n)
+            done = time.monotonic()
+            self.stats.durations.append(done - start)
+            self.stats.lateness.append(max(0.0, late))
+            self.stats.ticks += n
+            self.stats.calls += 1
+            self.stats.last_tick_wall = done
+            aged = float(self.farm._aging_clock[0]) < clock + n * self.dt - 1e-9
+            self._after_tick(prev_src, refresh=pending or aged)
+            k += 1 + max(behind, 0)          # every slot up to now is run or skipped
+        await self.shutdown()
+
+    def _after_tick(self, prev_src: int, refresh: bool) -> None:
+        from bess_farm.engine.layout import ALARM_NAMES, FAULT, STATE_NAMES, THERMAL_RUNAWAY
+        f = self.farm
+        src = f._src
+        new_state, old_state = f.status[src], f.status[prev_src]
+        new_al, old_al = f.alarms[src], f.alarms[prev_src]
+        if refresh or (new_state != old_state).any():
+            self.devices.refresh()
+        self.devices.revert_due()
+        tripped = np.flatnonzero(((new_state == FAULT) | (new_state == THERMAL_RUNAWAY))
+                                 & (new_state != old_state))
+        for i in tripped[:10]:
+            event(log, logging.WARNING if new_state[i] == FAULT else logging.CRITICAL,
+                  "unit tripped" if new_state[i] == FAULT else "thermal runaway",
+                  unit=int(f.unit_id[i]), state=STATE_NAMES[new_state[i]],
+                  alarms=",".join(n for b, n in enumerate(ALARM_NAMES) if new_al[i] >> b & 1))
+        if tripped.size > 10:
+            event(log, logging.WARNING, "more units tripped this tick", count=int(tripped.size - 10))
+        raised = np.flatnonzero(new_al & ~old_al)
+        for i in raised[:10]:
+            bits = int(new_al[i] & ~old_al[i])
+            event(log, logging.INFO, "alarm", unit=int(f.unit_id[i]),
+                  raised=",".join(n for b, n in enumerate(ALARM_NAMES) if bits >> b & 1))
+        if raised.size > 10:
+            event(log, logging.INFO, "more alarms raised this tick", count=int(raised.size - 10))
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def shutdown(self) -> None:
+        for s in self.servers:
+            await s.shutdown()
+        self.servers = []
+        self._pool.shutdown(wait=True)
+        event(log, logging.INFO, "stopped", **{k: round(v, 2) if isinstance(v, float) else v
+                                              for k, v in self.stats.summary().items()})
+
+
+async def serve(site: SiteConfig) -> Runtime:
+    """Start, install signal handlers, tick until stopped; returns the stopped runtime."""
+    rt = Runtime(site)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, rt.stop)
+        except (NotImplementedError, RuntimeError):     # not the main thread
+            pass
+    try:
+        await rt.start()
+    except BaseException:
+        await rt.shutdown()
+        raise
+    await rt.run()
+    return rt
+
+
+def main(args) -> int:
+    """Entry of ``bess run`` (arguments from interfaces/cli.py)."""
+    setup_logging(args.log_format, args.log_level)
+    try:
+        site = load_site_config(args.config)
+    except SiteConfigError as exc:
+        print(f"bess: error: {exc}", file=sys.stderr)
+        return 2
+    ms, rs = site.modbus, site.run
+    if args.modbus_host is not None:
+        ms.host = args.modbus_host
+    if args.modbus_port is not None:
+        ms.port = args.modbus_port
+    if args.speed is not None:
+        rs.speed = args.speed
+    if args.overrun is not None:
+        rs.overrun = args.overrun
+    if args.profile is not None:
+        rs.profile = args.profile
+    if args.duration is not None:
+        rs.duration_s = args.duration
+    if os.environ.get("BESS_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    try:
+        asyncio.run(serve(site))
+    except (SiteConfigError, OSError) as exc:
+        print(f"bess: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
