@@ -118,18 +118,17 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _load_farm(path: Path | None):
-    from bess_farm.engine import ConfigError, Farm
-    try:
-        return Farm.from_config(path), None
-    except ConfigError as exc:
-        return None, str(exc)
-
-
 def _check_config(args) -> int:
-    farm, err = _load_farm(args.config)
-    if err:
-        return _fail(err)
+    """Validate a farm or site config: the farm, [modbus], [runtime] and any vendor maps."""
+    from bess_farm.engine import Farm
+    from bess_farm.interfaces.modbus.vendor import VendorMapError, load_vendor_maps
+    from bess_farm.interfaces.runtime import SiteConfigError, load_site_config
+    try:
+        site = load_site_config(args.config)
+        farm = Farm(site.farm)
+        load_vendor_maps(site.vendor_maps, farm)
+    except (SiteConfigError, VendorMapError) as exc:
+        return _fail(str(exc))
     print(f"{args.config}: ok, {farm.n_units} units in {len(farm.kinds)} kind(s)")
     return 0
 

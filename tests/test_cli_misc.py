@@ -29,6 +29,24 @@ def test_check_config(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_check_config_validates_site_sections_and_vendor_maps(tmp_path, capsys):
+    site = tmp_path / "site.toml"
+    site.write_text('[modbus]\nport = 1502\n[[modbus.vendor_map]]\nunits = "0-1"\nfile = "example-vendor"\n'
+                    '[runtime]\nprofile = "idle"\n[[units]]\npreset = "lfp-3.7mwh-20ft"\ncount = 3\n')
+    assert main(["check-config", str(site)]) == 0
+    assert "ok, 3 units" in capsys.readouterr().out
+    (tmp_path / "v.toml").write_text('name = "v"\n[[point]]\naddress = 0\nname = "a"\ntype = "u16"\n'
+                                     'source = "nope"\n')
+    site.write_text('[[modbus.vendor_map]]\nunits = "0-1"\nfile = "v.toml"\n'
+                    '[[units]]\npreset = "lfp-3.7mwh-20ft"\ncount = 3\n')
+    assert main(["check-config", str(site)]) == 2
+    assert "v.toml:2: point 'a': unknown source 'nope'" in capsys.readouterr().err
+    site.write_text('[[modbus.vendor_map]]\nunits = "0-5"\nfile = "example-vendor"\n'
+                    '[[units]]\npreset = "lfp-3.7mwh-20ft"\ncount = 3\n')
+    assert main(["check-config", str(site)]) == 2
+    assert "outside 0..2" in capsys.readouterr().err
+
+
 def test_version_and_no_command(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])

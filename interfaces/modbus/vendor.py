@@ -65,8 +65,8 @@ def builtin_maps() -> dict[str, Path]:
 
 def parse_vendor_map(path: Path | str) -> RegisterMap:
     path = Path(path)
-    if not path.exists() and str(path) in builtin_maps():
-        path = builtin_maps()[str(path)]
+    if not path.exists() and path.name in builtin_maps():      # a built-in map by name
+        path = builtin_maps()[path.name]
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
