@@ -28,6 +28,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import tomllib
 from collections import deque
@@ -382,6 +383,73 @@ class Runtime:
         self._pool.shutdown(wait=True)
         event(log, logging.INFO, "stopped", **{k: round(v, 2) if isinstance(v, float) else v
                                               for k, v in self.stats.summary().items()})
+
+
+class RuntimeThread:
+    """A runtime on its own event loop in a background thread, for embedding ``bess run`` in a
+    test suite or a notebook::
+
+        with RuntimeThread(load_site_config(None)) as rt:       # returns once ready
+            port = rt.runtime.site.modbus.port
+            rt.call(lambda: rt.runtime.farm.set_farm_power(1e6))   # on the loop thread
+
+    Startup errors are raised from ``__enter__``; ``__exit__`` stops the runtime (graceful
+    shutdown) and waits for the thread.
+    """
+
+    def __init__(self, site: SiteConfig, ready_timeout: float = 120.0):
+        self.site = site
+        self.ready_timeout = ready_timeout
+        self.runtime: Runtime | None = None
+        self._loop = asyncio.new_event_loop()
+        self._error: list[BaseException] = []
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="bess-runtime", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def go():
+            self.runtime = rt = Runtime(self.site)
+            try:
+                await rt.start()
+            except BaseException as exc:       # noqa: BLE001  (re-raised in __enter__)
+                self._error.append(exc)
+                self._started.set()
+                await rt.shutdown()
+                return
+            self._started.set()
+            await rt.run()
+        try:
+            self._loop.run_until_complete(go())
+        finally:
+            self._started.set()
+
+    def __enter__(self) -> "RuntimeThread":
+        self._thread.start()
+        if not self._started.wait(self.ready_timeout):
+            self.stop()
+            raise TimeoutError(f"the runtime was not ready within {self.ready_timeout:g} s")
+        if self._error:
+            self._thread.join(10)
+            raise self._error[0]
+        return self
+
+    def call(self, fn, *args, timeout: float = 10.0):
+        """Run ``fn(*args)`` on the runtime's loop thread (where adapters run) and return its result."""
+        async def wrap():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.runtime is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.runtime.stop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the runtime did not stop within {timeout:g} s")
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 async def serve(site: SiteConfig) -> Runtime:

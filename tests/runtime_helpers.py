@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import struct
-import threading
 import time
 from pathlib import Path
 
-from bess_farm.interfaces.runtime import Runtime, load_site_config
+from bess_farm.interfaces.runtime import RuntimeThread, load_site_config
 
 
 def free_port(count: int = 1) -> int:
@@ -38,7 +36,9 @@ def free_port(count: int = 1) -> int:
 def running(config_text: str | None = None, *, tmp_path: Path | None = None, tick_hz: float = 10.0,
             speed: float = 1.0, ports: int = 1, profile: str = "idle", timeout: float = 120.0,
             revert_s: float | None = None):
-    """Yield a started :class:`Runtime` serving Modbus on 127.0.0.1 (its loop in a thread)."""
+    """Yield a started :class:`Runtime` serving Modbus on 127.0.0.1 (its loop in a thread).
+
+    ``rt.port`` is its first Modbus port, ``rt.call(fn)`` runs ``fn`` on the loop thread."""
     path = None
     if config_text is not None:
         assert tmp_path is not None
@@ -53,52 +53,11 @@ def running(config_text: str | None = None, *, tmp_path: Path | None = None, tic
     site.run.speed = speed
     site.run.profile = profile
     site.run.duration_s = timeout            # the runtime stops itself even if the test hangs
-    loop = asyncio.new_event_loop()
-    rt_box: dict = {}
-    error: list = []
-
-    def main():
-        asyncio.set_event_loop(loop)
-
-        async def go():
-            rt = Runtime(site)
-            rt_box["rt"] = rt
-            try:
-                await rt.start()
-            except BaseException as exc:       # noqa: BLE001  (reported to the test)
-                error.append(exc)
-                await rt.shutdown()
-                return
-            await rt.run()
-        loop.run_until_complete(go())
-
-    th = threading.Thread(target=main, daemon=True)
-    th.start()
-    t_end = time.monotonic() + 60
-    while time.monotonic() < t_end and not error and not ("rt" in rt_box and rt_box["rt"].ready.is_set()):
-        time.sleep(0.02)
-    if error:
-        raise error[0]
-    rt = rt_box["rt"]
-    assert rt.ready.is_set(), "runtime did not become ready within 60 s"
-    rt.port = site.modbus.port
-    rt.call = lambda fn, *a: _call(loop, fn, *a)
-    try:
+    with RuntimeThread(site, ready_timeout=60) as th:
+        rt = th.runtime
+        rt.port = site.modbus.port
+        rt.call = th.call
         yield rt
-    finally:
-        loop.call_soon_threadsafe(rt.stop)
-        th.join(30)
-        assert not th.is_alive(), "runtime did not stop within 30 s"
-
-
-def _call(loop, fn, *args):
-    """Run ``fn(*args)`` on the runtime's loop thread and return its result."""
-    fut = asyncio.run_coroutine_threadsafe(_wrap(fn, *args), loop)
-    return fut.result(10)
-
-
-async def _wrap(fn, *args):
-    return fn(*args)
 
 
 def wait_ticks(rt, n: int = 1, timeout: float = 30.0) -> None:

@@ -113,14 +113,15 @@ def test_overrun_policy(policy):
         rt.farm.step = slow_step
         wait_ticks(rt, 1)
         t0, k0 = time.monotonic(), rt.farm.tick
-        time.sleep(2.0)
+        time.sleep(3.0)
         ticks = rt.farm.tick - k0
         elapsed = time.monotonic() - t0
         assert rt.stats.overruns >= 4
         assert (rt.stats.skipped == 0) if policy == "catch-up" else (rt.stats.skipped > 0)
         rt.farm.step = real_step
     if policy == "catch-up":
-        assert abs(ticks - 10 * elapsed) <= 4, "missed ticks are run, simulated time keeps up"
+        # ticks land in bursts of ~3 every 0.25 s: allow two bursts of granularity
+        assert abs(ticks - 10 * elapsed) <= 7, "missed ticks are run, simulated time keeps up"
     else:
         assert ticks < 0.6 * 10 * elapsed, "missed slots are dropped"
 
