@@ -89,6 +89,12 @@ class _Connection(ServerRequestHandler):
             log.debug("modbus: client disconnected from port %d", self.owner.port)
         self.running = False
 
+    def close(self, reconnect: bool = False) -> None:
+        # pymodbus' connection_lost returns early once is_closing is set, so a connection the
+        # server closes itself (bad framing, connection limit) would never be uncounted.
+        super().close(reconnect)
+        self.callback_disconnected(None)
+
     def pause_writing(self) -> None:            # the client does not read its answers: stop reading
         if self.transport:
             self.transport.pause_reading()
