@@ -26,8 +26,8 @@ import numpy as np
 from bess_farm import __version__
 from bess_farm.engine.layout import (AMBIENT_OFFSET_C, CAP_AH, CAP_NOM_AH, FLAG_COMM_FAULT,
                                      K_I_MAX_CHG, K_I_MAX_DIS, K_I_TRIP, K_N_SERIES, K_OCV_TABLE,
-                                     K_P_RATED, K_SOC_MAX, K_SOC_MIN, K_V_MAX, SOC_RSV_MAX,
-                                     SOC_RSV_MIN)
+                                     K_P_RATED, K_SOC_MAX, K_SOC_MIN, K_V_MAX, SETPOINT_W, SOH,
+                                     SOC_RSV_MAX, SOC_RSV_MIN, TRIPS)
 from .quantities import (N_Q, Q_SOC_RSV_MAX_PCT, Q_SOC_RSV_MIN_PCT, QUANTITY_INDEX, sunspec_enums,
                          unit_quantities)
 from .registers import GATEWAY_NO_RESPONSE, ILLEGAL_VALUE, ModbusError, RegisterMap
@@ -36,6 +36,9 @@ from . import sunspec
 log = logging.getLogger("bess.modbus")
 
 MAX_UNITS_PER_PORT = 247
+#: per-unit parameter rows that requests read (unit_quantities and the plant's sums)
+PUBLISHED_ROWS = (CAP_AH, CAP_NOM_AH, SOH, SETPOINT_W, TRIPS, SOC_RSV_MIN, SOC_RSV_MAX,
+                  AMBIENT_OFFSET_C)
 _Q = QUANTITY_INDEX
 _CTL = ("ctl_wset_ena", "ctl_wset_mod", "ctl_wset_w", "ctl_wset_rvrt_w", "ctl_wset_pct",
         "ctl_wset_pct_rvrt", "ctl_wset_ena_rvrt", "ctl_rvrt_tms", "ctl_rvrt_rem", "ctl_hb")
@@ -116,9 +119,15 @@ class FarmDevices:
         self.controls = Controls(n, settings.revert_timeout_s)
         # The kernel changes some per-unit parameters in place during a step (SoH and capacity
         # at aging samples, trip counts) and commands change others at the tick boundary, on
-        # the engine's thread. Requests read this copy instead, republished by the runtime
-        # after the steps that changed them (refresh()), so a request never mixes two ticks.
+        # the engine's thread. Requests read a published copy of the rows they use instead:
+        # the engine thread fills the spare copy after a step that changed them
+        # (prepare_refresh) and the loop thread swaps it in between requests (publish_refresh),
+        # so a request never mixes two ticks and the loop never copies.
         self._pv = np.array(farm.upar)
+        self._pv_next = np.array(farm.upar)
+        self._flags = np.array(farm.flags)
+        self._flags_next = np.array(farm.flags)
+        self._next_ready = False
         self.local_profile = local_profile          # farm dispatch when the plant is not in control
         self.on_event = on_event or (lambda kind, fields: None)
         ports_needed = max(1, -(-n // settings.units_per_port))
@@ -204,21 +213,36 @@ class FarmDevices:
             amb = f.ambient_at(f.time_s) + float(self._pv[AMBIENT_OFFSET_C, d])
             unit_quantities(d, f._src, f.tick, f.time_s, f.seed, int(f.unit_id[d]), amb,
                             self.s.ac_voltage_v, self.s.grid_hz, f.dyn, f.out, f.status,
-                            f.alarms, self._pv, f.flags, f.kind, f.kpar, f.ocv,
+                            f.alarms, self._pv, self._flags, f.kind, f.kpar, f.ocv,
                             f.ocv_int, f.sensor_faults, q)
         self.controls.fill(d, q, f.time_s)
         return q
 
+    def prepare_refresh(self) -> None:
+        """On the engine thread, after a step: copy the rows readers use into the spare copy."""
+        for r in PUBLISHED_ROWS:
+            np.copyto(self._pv_next[r], self.farm.upar[r])
+        np.copyto(self._flags_next, self.farm.flags)
+        self._next_ready = True
+
+    def publish_refresh(self) -> None:
+        """On the loop thread, between requests: make the prepared copy the published one."""
+        if self._next_ready:
+            self._pv, self._pv_next = self._pv_next, self._pv
+            self._flags, self._flags_next = self._flags_next, self._flags
+            self._next_ready = False
+            self._plant_gen = -1
+
     def refresh(self) -> None:
-        """Republish the per-unit parameters (call between steps, on the loop thread)."""
-        np.copyto(self._pv, self.farm.upar)
-        self._plant_gen = -1
+        """Republish at once (when no step runs, e.g. at start)."""
+        self.prepare_refresh()
+        self.publish_refresh()
 
     def read(self, port_index: int, dev_id: int, address: int, count: int) -> np.ndarray:
         d = self.device(port_index, dev_id)
         if d is None:
             raise ModbusError(GATEWAY_NO_RESPONSE, f"no device {dev_id} on this port")
-        if d < self.n and self.farm.flags[d] & FLAG_COMM_FAULT:
+        if d < self.n and self._flags[d] & FLAG_COMM_FAULT:
             return None                                  # the unit's comms are down: no answer
         rm = self.map_of(d)
         regs = rm.read(self.quantities(d), address, count)
@@ -308,7 +332,7 @@ class FarmDevices:
         d = self.device(port_index, dev_id)
         if d is None:
             raise ModbusError(GATEWAY_NO_RESPONSE, f"no device {dev_id} on this port")
-        if d < self.n and self.farm.flags[d] & FLAG_COMM_FAULT:
+        if d < self.n and self._flags[d] & FLAG_COMM_FAULT:
             return False
         rm = self.map_of(d)
         changes = {p.target: v for p, v in rm.decode_write(address, words)}
