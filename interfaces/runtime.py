@@ -433,6 +433,18 @@ class Runtime:
                                               for k, v in self.stats.summary().items()})
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (``pip install 'bess-farm[fast]'``) and not
+    disabled with ``BESS_UVLOOP=0``; asyncio's otherwise."""
+    if os.environ.get("BESS_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
 class RuntimeThread:
     """A runtime on its own event loop in a background thread, for embedding ``bess run`` in a
     test suite or a notebook::
@@ -449,7 +461,7 @@ class RuntimeThread:
         self.site = site
         self.ready_timeout = ready_timeout
         self.runtime: Runtime | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._error: list[BaseException] = []
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._main, name="bess-runtime", daemon=True)
@@ -539,14 +551,9 @@ def main(args) -> int:
         rs.profile = args.profile
     if args.duration is not None:
         rs.duration_s = args.duration
-    if os.environ.get("BESS_UVLOOP", "1") != "0":
-        try:
-            import uvloop
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        except ImportError:
-            pass
     try:
-        asyncio.run(serve(site))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(site))
     except (SiteConfigError, OSError) as exc:
         print(f"bess: error: {exc}", file=sys.stderr)
         return 2
