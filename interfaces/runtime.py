@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from .published import Published
+
 log = logging.getLogger("bess.runtime")
 
 _MODBUS_KEYS = {"host", "port", "units_per_port", "max_ports", "plant_device_id", "revert_timeout_s",
@@ -259,6 +261,8 @@ class Runtime:
         self._pool = None
         self.threads = 1
         self._events = np.zeros(EVENT_CAP, dtype=np.int64)
+        self.pub: Published | None = None      # the tick adapters read (loop thread)
+        self._next_pub: Published | None = None
 
     # ------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -294,7 +298,9 @@ class Runtime:
         self.devices = FarmDevices(farm, ms, local_profile=self.profile, vendor_maps=vendor,
                                    on_event=self._device_event)
         await loop.run_in_executor(self._pool, self._step, 1)   # compiles or loads the kernels
+        self.pub = self._next_pub
         self.devices.refresh()
+        self.devices.publish_refresh(self.pub)
         event(log, logging.INFO, "engine started", units=farm.n_units, kinds=len(farm.kinds),
               threads=self.threads, tick_hz=rs.tick_hz, speed=rs.speed, dt_s=round(self.dt, 6),
               memory_mb=round(farm.memory_bytes() / 1e6, 1), seconds=round(time.perf_counter() - t0, 2))
@@ -320,7 +326,8 @@ class Runtime:
         pending = bool(f._pending)
         clock = float(f._aging_clock[0])
         prev = f._src
-        f.step(self.dt, n, parallel=self.threads > 1)
+        agg = f.step(self.dt, n, parallel=self.threads > 1)
+        self._next_pub = Published(f._src, f.tick, f.time_s, f.generation, agg)
         aged = float(f._aging_clock[0]) < clock + n * self.dt - 1e-9
         count = scan_events(f.status[f._src], f.status[prev], f.alarms[f._src], f.alarms[prev],
                             self._events)
@@ -394,7 +401,8 @@ class Runtime:
     def _after_tick(self, prev_src: int, n_events: int) -> None:
         """On the loop thread between ticks: publish, revert quiet controls, log events."""
         from bess_farm.engine.layout import ALARM_NAMES, FAULT, STATE_NAMES, THERMAL_RUNAWAY
-        self.devices.publish_refresh()
+        self.pub = self._next_pub
+        self.devices.publish_refresh(self.pub)
         self.devices.revert_due()
         if not n_events:
             return

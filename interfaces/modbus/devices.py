@@ -24,10 +24,11 @@ from typing import Callable
 import numpy as np
 
 from bess_farm import __version__
-from bess_farm.engine.layout import (AMBIENT_OFFSET_C, CAP_AH, CAP_NOM_AH, FLAG_COMM_FAULT,
+from bess_farm.engine.layout import (AMBIENT_OFFSET_C, CAP_AH, CAP_NOM_AH, CURRENT_A, FLAG_COMM_FAULT,
                                      K_I_MAX_CHG, K_I_MAX_DIS, K_I_TRIP, K_N_SERIES, K_OCV_TABLE,
                                      K_P_RATED, K_SOC_MAX, K_SOC_MIN, K_V_MAX, SETPOINT_W, SOH,
-                                     SOC_RSV_MAX, SOC_RSV_MIN, TRIPS)
+                                     SOC_RSV_MAX, SOC_RSV_MIN, TRIPS, VOLTAGE_V)
+from ..published import Published
 from .quantities import (N_Q, Q_SOC_RSV_MAX_PCT, Q_SOC_RSV_MIN_PCT, QUANTITY_INDEX, sunspec_enums,
                          unit_quantities)
 from .registers import GATEWAY_NO_RESPONSE, ILLEGAL_VALUE, ModbusError, RegisterMap
@@ -128,6 +129,7 @@ class FarmDevices:
         self._flags = np.array(farm.flags)
         self._flags_next = np.array(farm.flags)
         self._next_ready = False
+        self.pub: Published | None = None          # set by the runtime; None: read the farm live
         self.local_profile = local_profile          # farm dispatch when the plant is not in control
         self.on_event = on_event or (lambda kind, fields: None)
         ports_needed = max(1, -(-n // settings.units_per_port))
@@ -204,18 +206,32 @@ class FarmDevices:
         return m if m is not None else self._kind_maps[self.farm.kind[d]]
 
     # ---------------------------------------------------------------- reads
+    def tick(self) -> Published:
+        """The published tick (the farm's own when no runtime publishes, e.g. in tests)."""
+        return self.pub if self.pub is not None else Published.of(self.farm)
+
+    @property
+    def upar(self) -> np.ndarray:
+        """Published per-unit parameters (the rows in PUBLISHED_ROWS are current)."""
+        return self._pv
+
+    @property
+    def flags(self) -> np.ndarray:
+        return self._flags
+
     def quantities(self, d: int) -> np.ndarray:
         f = self.farm
+        t = self.tick()
         if d == self.n:
-            q = self._plant_quantities()
+            q = self._plant_quantities(t)
         else:
             q = self._q
-            amb = f.ambient_at(f.time_s) + float(self._pv[AMBIENT_OFFSET_C, d])
-            unit_quantities(d, f._src, f.tick, f.time_s, f.seed, int(f.unit_id[d]), amb,
+            amb = f.ambient_at(t.time_s) + float(self._pv[AMBIENT_OFFSET_C, d])
+            unit_quantities(d, t.src, t.tick, t.time_s, f.seed, int(f.unit_id[d]), amb,
                             self.s.ac_voltage_v, self.s.grid_hz, f.dyn, f.out, f.status,
                             f.alarms, self._pv, self._flags, f.kind, f.kpar, f.ocv,
                             f.ocv_int, f.sensor_faults, q)
-        self.controls.fill(d, q, f.time_s)
+        self.controls.fill(d, q, t.time_s)
         return q
 
     def prepare_refresh(self) -> None:
@@ -225,8 +241,11 @@ class FarmDevices:
         np.copyto(self._flags_next, self.farm.flags)
         self._next_ready = True
 
-    def publish_refresh(self) -> None:
-        """On the loop thread, between requests: make the prepared copy the published one."""
+    def publish_refresh(self, pub: Published | None = None) -> None:
+        """On the loop thread, between requests: publish the tick and, when prepared, the
+        copy of the per-unit parameters."""
+        if pub is not None:
+            self.pub = pub
         if self._next_ready:
             self._pv, self._pv_next = self._pv_next, self._pv
             self._flags, self._flags_next = self._flags_next, self._flags
@@ -260,27 +279,27 @@ class FarmDevices:
             return f"{self._sn_prefix}-PLANT"
         return f"{self._sn_prefix}-{int(self.farm.unit_id[d]):07d}"
 
-    def _plant_quantities(self) -> np.ndarray:
+    def _plant_quantities(self, t: Published) -> np.ndarray:
         f = self.farm
         q = self._pq
-        if self._plant_gen == f.generation:
+        if self._plant_gen == t.generation:
             return q
-        a = f.aggregates()
-        snap = f.snapshot()
+        a = t.agg
+        src = t.src
         q[:] = np.nan
         kp = f.kpar[f.kind]
         q[_Q["soc_pct"]] = 100 * a.soc_mean
         q[_Q["soh_pct"]] = 100 * a.soh_mean
         q[_Q["efc"]] = a.efc_mean
-        q[_Q["voltage_v"]] = float(snap["voltage_v"].mean())
-        q[_Q["current_a"]] = float(snap["current_a"].sum(dtype=np.float64))
+        q[_Q["voltage_v"]] = float(f.out[src, VOLTAGE_V].mean())
+        q[_Q["current_a"]] = float(f.out[src, CURRENT_A].sum(dtype=np.float64))
         q[_Q["temp_c"]] = a.temp_max_c
-        q[_Q["ambient_c"]] = f.ambient_at(f.time_s)
+        q[_Q["ambient_c"]] = f.ambient_at(t.time_s)
         q[_Q["p_ac_w"]] = a.p_ac_w
         q[_Q["p_dc_w"]] = a.p_dc_w
         q[_Q["p_hvac_w"]] = a.p_hvac_w
         q[_Q["p_request_w"]] = a.p_request_w
-        alarms = int(np.bitwise_or.reduce(snap["alarms"])) if f.n_units else 0
+        alarms = int(np.bitwise_or.reduce(f.alarms[src])) if f.n_units else 0
         q[_Q["alarms"]] = alarms
         q[_Q["e_ac_charged_wh"]] = a.e_ac_charged_wh
         q[_Q["e_ac_discharged_wh"]] = a.e_ac_discharged_wh
@@ -313,7 +332,7 @@ class FarmDevices:
         q[_Q["enabled"]] = 1.0 if enabled else 0.0
         q[_Q["manual"]] = 0.0
         q[_Q["setpoint_w"]] = f.farm_power_setpoint_w
-        q[_Q["heartbeat"]] = f.tick % 65536
+        q[_Q["heartbeat"]] = t.tick % 65536
         q[_Q["ac_voltage_v"]] = self.s.ac_voltage_v
         q[_Q["ac_current_a"]] = abs(a.p_ac_w) / (math.sqrt(3) * self.s.ac_voltage_v)
         q[_Q["grid_hz"]] = self.s.grid_hz
@@ -323,7 +342,7 @@ class FarmDevices:
         # plant-level enums from the plant state; event bits are the OR of every unit's
         sunspec_enums(state, alarms, enabled, a.soc_mean, float(kp[:, K_SOC_MIN].max()),
                       float(kp[:, K_SOC_MAX].min()), a.p_ac_w, q)
-        self._plant_gen = f.generation
+        self._plant_gen = t.generation
         return q
 
     # ---------------------------------------------------------------- writes
@@ -387,7 +406,7 @@ class FarmDevices:
         if drive:
             self._drive(d)
         if heard:
-            c.arm(d, f.time_s)
+            c.arm(d, self.tick().time_s)
 
     def _drive(self, d: int) -> None:
         """Make the engine follow device ``d``'s 704 control state."""
@@ -413,7 +432,7 @@ class FarmDevices:
     def revert_due(self) -> list[int]:
         """Revert the devices whose control heartbeat ran out (call after each tick)."""
         c = self.controls
-        due = c.due(self.farm.time_s)
+        due = c.due(self.tick().time_s)
         for d in due:
             c.wset_w[d] = c.wset_rvrt_w[d]
             c.wset_pct[d] = c.wset_pct_rvrt[d]
