@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--modbus-host", default=None, help="bind address (default 0.0.0.0)")
     r.add_argument("--modbus-port", type=int, default=None,
                    help="first Modbus port (default 5020; 247 units per port)")
+    r.add_argument("--api-host", default=None, help="REST API bind address (default 0.0.0.0)")
+    r.add_argument("--api-port", type=int, default=None, help="REST API port (default 8000)")
+    r.add_argument("--no-api", action="store_true", help="run without the REST API")
     r.add_argument("--speed", type=_positive_float, default=None,
                    help="simulated seconds per real second (default 1)")
     r.add_argument("--overrun", choices=("catch-up", "skip"), default=None,

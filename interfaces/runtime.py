@@ -89,6 +89,7 @@ class SiteConfig:
     run: RunSettings
     vendor_maps: list[tuple[str, Path]] = field(default_factory=list)   # (unit selector, file)
     source: str = "embedded default"
+    api: Any = None                        # rest.ApiSettings
 
 
 def load_site_config(path: Path | None) -> SiteConfig:
@@ -111,6 +112,7 @@ def load_site_config(path: Path | None) -> SiteConfig:
             raise SiteConfigError(f"{source}: not valid TOML: {exc}") from None
     modbus = data.pop("modbus", {})
     runtime = data.pop("runtime", {})
+    api = data.pop("api", {})
     try:
         farm_cfg = parse_config(data if path is not None else None)
     except ConfigError as exc:
@@ -167,7 +169,72 @@ def load_site_config(path: Path | None) -> SiteConfig:
                                "max_catch_up": (0, 1000, True), "power_w": (-1e13, 1e13, False),
                                "engine_threads": (0, 1024, True)}[key]
             setattr(rs, key, _num(value, where, lo, hi, integer))
-    return SiteConfig(farm_cfg, ms, rs, vendor, source)
+    site = SiteConfig(farm_cfg, ms, rs, vendor, source)
+    site.api = _api_settings(api, source, path, farm_cfg.n_units)
+    return site
+
+
+_API_KEYS = {"host", "port", "enabled", "token_file", "read_auth", "cors_origins", "history_units",
+             "history_length", "history_interval_s"}
+
+
+def _api_settings(api: Any, source: str, path: Path | None, n_units: int):
+    from .modbus.vendor import VendorMapError, parse_units
+    from .rest import ApiSettings
+    s = ApiSettings()
+    if n_units <= 16:
+        s.history_units = f"0-{n_units - 1}"
+    if not isinstance(api, dict):
+        raise SiteConfigError(f"{source}: api: expected a table")
+    for key, value in api.items():
+        where = f"{source}: api.{key}"
+        if key not in _API_KEYS:
+            raise SiteConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(_API_KEYS))}")
+        if key in ("enabled", "read_auth"):
+            if not isinstance(value, bool):
+                raise SiteConfigError(f"{where}: expected true or false")
+            setattr(s, key, value)
+        elif key in ("host", "token_file", "history_units"):
+            if not isinstance(value, str):
+                raise SiteConfigError(f"{where}: expected a string")
+            if key == "token_file" and path is not None and not Path(value).is_absolute():
+                value = str(Path(path).parent / value)
+            setattr(s, key, value)
+        elif key == "cors_origins":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SiteConfigError(f"{where}: expected a list of origins")
+            s.cors_origins = list(value)
+        else:
+            lo, hi, integer = {"port": (1, 65535, True), "history_length": (1, 100_000, True),
+                               "history_interval_s": (0.01, 86400, False)}[key]
+            setattr(s, key, _num(value, where, lo, hi, integer))
+    if s.history_units:
+        try:
+            units = parse_units(s.history_units, n_units)
+        except VendorMapError as exc:
+            raise SiteConfigError(f"{source}: api.history_units: {exc}") from None
+        if units.size * s.history_length > 10_000_000:
+            raise SiteConfigError(f"{source}: api.history_units x history_length = "
+                                  f"{units.size * s.history_length} samples; keep it under 10,000,000")
+    return s
+
+
+def api_token(settings) -> tuple[str, str]:
+    """(token, where it came from): BESS_API_TOKEN, the token file, or generated now."""
+    import secrets
+    env = os.environ.get("BESS_API_TOKEN", "").strip()
+    if env:
+        return env, "BESS_API_TOKEN"
+    if settings.token_file:
+        try:
+            token = Path(settings.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SiteConfigError(f"api.token_file {settings.token_file}: cannot read: {exc.strerror}") from None
+        if len(token) < 16:
+            raise SiteConfigError(f"api.token_file {settings.token_file}: the token must be at least "
+                                  f"16 characters")
+        return token, settings.token_file
+    return secrets.token_urlsafe(32), "generated"
 
 
 def _num(value, where, lo, hi, integer):
@@ -213,6 +280,8 @@ def setup_logging(fmt: str = "plain", level: str = "info") -> None:
     root.propagate = False
     # pymodbus logs every malformed frame at warning/error; its faults are handled and counted here
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # uvicorn's errors (a failed bind) are reported by the runtime in its own words
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
 
 
 def event(logger: logging.Logger, level: int, msg: str, **fields) -> None:
@@ -262,6 +331,10 @@ class Runtime:
         self.threads = 1
         self._events = np.zeros(EVENT_CAP, dtype=np.int64)
         self.pub: Published | None = None      # the tick adapters read (loop thread)
+        self.api = None
+        self._http = None
+        self._http_task = None
+        self.dispatch_name = site.run.profile
         self._next_pub: Published | None = None
 
     # ------------------------------------------------------------------ start
@@ -314,8 +387,59 @@ class Runtime:
         if self.devices.units_served < farm.n_units:
             event(log, logging.WARNING, "units beyond modbus.max_ports are not on Modbus",
                   served=self.devices.units_served, units=farm.n_units)
+        if site.api is not None and site.api.enabled:
+            await self._start_api()
         self.ready.set()
         event(log, logging.INFO, "ready", seconds=round(time.perf_counter() - t0, 2))
+
+    async def _start_api(self) -> None:
+        import uvicorn
+
+        from .rest import Api, build_app
+        settings = self.site.api
+        token, origin = api_token(settings)
+        settings.token = token
+        self.api = Api(self, settings)
+        app = build_app(self.api)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="none",
+                                lifespan="off", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=2, server_header=False)
+        self._http = uvicorn.Server(config)
+        # Server.serve() would install its own signal handlers (the runtime owns them) and run
+        # to the end; the runtime drives startup, main loop and shutdown itself.
+        config.load()
+        self._http.lifespan = config.lifespan_class(config)
+        try:
+            await self._http.startup()
+        except SystemExit:            # uvicorn exits the process when it cannot bind
+            self._http = None
+            raise OSError(f"cannot listen for HTTP on {settings.host}:{settings.port} "
+                          f"(in use, or not an address of this host)") from None
+        if self._http.should_exit or not self._http.started:
+            raise OSError(f"cannot listen for HTTP on {settings.host}:{settings.port} "
+                          f"(in use, or not an address of this host)")
+        self._http_task = asyncio.create_task(self._http.main_loop())
+        event(log, logging.INFO, "api listening", host=settings.host, port=settings.port,
+              docs=f"http://{settings.host}:{settings.port}/docs")
+        if origin == "generated":
+            # printed once, on stderr, so the embedded default is never open for writes
+            print(f"bess: API write token (generated; set BESS_API_TOKEN to choose one): {token}",
+                  file=sys.stderr, flush=True)
+
+    def set_dispatch(self, profile: str, power_w: float | None) -> int:
+        """Back to a local dispatch profile (REST); returns the tick it takes effect."""
+        self.site.run.profile = profile
+        if power_w is not None:
+            self.site.run.power_w = power_w
+        self.profile = self._local_profile()
+        self.devices.local_profile = self.profile
+        self.dispatch_name = profile
+        self.audit("dispatch profile", profile=profile, power_w=power_w)
+        return self.farm.set_farm_profile(self.profile)
+
+    def audit(self, what: str, **fields) -> None:
+        """One log line per operator write (REST)."""
+        event(log, logging.INFO, what, source="api", **fields)
 
     def _step(self, n: int) -> tuple[int, int]:
         """On the engine thread: the step, then the per-unit changes readers must see.
@@ -404,6 +528,8 @@ class Runtime:
         self.pub = self._next_pub
         self.devices.publish_refresh(self.pub)
         self.devices.revert_due()
+        if self.api is not None:
+            self.api.history.sample(self.farm, self.pub)
         if not n_events:
             return
         f = self.farm
@@ -432,6 +558,19 @@ class Runtime:
         self.stopping.set()
 
     async def shutdown(self) -> None:
+        """Stop accepting connections (HTTP, Modbus), then release the engine thread."""
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                try:
+                    await asyncio.wait_for(self._http_task, 5)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+            try:
+                await asyncio.wait_for(self._http.shutdown(), 5)
+            except (asyncio.TimeoutError, Exception):     # noqa: BLE001  (best effort at exit)
+                pass
+            self._http = None
         for s in self.servers:
             await s.shutdown()
         self.servers = []
@@ -559,6 +698,12 @@ def main(args) -> int:
         rs.profile = args.profile
     if args.duration is not None:
         rs.duration_s = args.duration
+    if getattr(args, "api_host", None) is not None:
+        site.api.host = args.api_host
+    if getattr(args, "api_port", None) is not None:
+        site.api.port = args.api_port
+    if getattr(args, "no_api", False):
+        site.api.enabled = False
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(site))
