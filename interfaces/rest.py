@@ -73,7 +73,7 @@ UNIT_SELECTOR = {
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
          "maxItems": MAX_UNITS_PER_WRITE},
-        {"type": "string", "pattern": r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*",
+        {"type": "string", "pattern": r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$",
          "maxLength": 10_000, "examples": ["0-9,20"]},
     ],
     "description": "unit ids: a list, or ranges like \"0-9,20\"",
@@ -128,10 +128,11 @@ SCHEMAS: dict[str, dict] = {
                                                          "frequency-regulation", "peak-shaving"]},
                                     "power_w": {"type": "number", "minimum": -1e13, "maximum": 1e13}}},
     "UnitSetpoint": {"type": "object", "required": ["power_w"], "additionalProperties": False,
-                     "properties": {"power_w": {"type": "number", "minimum": -1e9, "maximum": 1e9}}},
+                     "properties": {"power_w": {"type": "number", "x-unit-power": True,
+                                                "description": "W, positive = discharge"}}},
     "UnitsSetpoint": {"type": "object", "required": ["units", "power_w"], "additionalProperties": False,
                       "properties": {"units": UNIT_SELECTOR,
-                                     "power_w": {"type": "number", "minimum": -1e9, "maximum": 1e9}}},
+                                     "power_w": {"type": "number", "x-unit-power": True}}},
     "Mode": {"type": "object", "required": ["mode"], "additionalProperties": False,
              "properties": {"mode": {"enum": ["auto", "manual"]}}},
     "UnitsMode": {"type": "object", "required": ["units", "mode"], "additionalProperties": False,
@@ -142,6 +143,7 @@ SCHEMAS: dict[str, dict] = {
                     "properties": {"units": UNIT_SELECTOR, "enabled": {"type": "boolean"}}},
     "Reset": {"type": "object", "additionalProperties": False,
               "properties": {"units": UNIT_SELECTOR}},
+    "Empty": {"type": "object", "additionalProperties": False, "properties": {}},
 }
 
 
@@ -166,9 +168,12 @@ class RouteSpec:
     params: list[Param] = field(default_factory=list)
     write: bool = False
     content_type: str = "application/json"
+    body_required: bool = True
 
 
-_UNIT_ID = Param("unit_id", "path", {"type": "integer", "minimum": 0}, "farm-wide unit id", True)
+_STATES_RE = "^({0})(,({0}))*$".format("|".join(STATE_NAMES))
+_UNIT_ID = Param("unit_id", "path", {"type": "integer", "minimum": 0, "x-unit-id": True},
+                 "farm-wide unit id", True)
 ROUTES: list[RouteSpec] = [
     RouteSpec("GET", "/healthz", "health", "Liveness: the process and its event loop answer",
               "healthz", response="Health"),
@@ -178,10 +183,10 @@ ROUTES: list[RouteSpec] = [
               "farm_route", response="Farm"),
     RouteSpec("GET", "/api/v1/units", "units", "Units, filtered and paginated", "units",
               response="UnitList", params=[
-                  Param("state", "query", {"type": "string", "pattern": "[a-z_,]+"},
+                  Param("state", "query", {"type": "string", "pattern": _STATES_RE},
                         "comma-separated states: " + ", ".join(STATE_NAMES)),
-                  Param("alarm", "query", {"type": "string", "pattern": "[a-z_]+"},
-                        "units with this alarm bit: " + ", ".join(ALARM_NAMES)),
+                  Param("alarm", "query", {"type": "string", "enum": list(ALARM_NAMES)},
+                        "units with this alarm bit"),
                   Param("soc_min", "query", {"type": "number", "minimum": 0, "maximum": 1}),
                   Param("soc_max", "query", {"type": "number", "minimum": 0, "maximum": 1}),
                   Param("row", "query", {"type": "integer", "minimum": 0}),
@@ -191,7 +196,7 @@ ROUTES: list[RouteSpec] = [
     RouteSpec("GET", "/api/v1/units/{unit_id}", "unit", "One unit in full", "unit",
               response="Unit", params=[_UNIT_ID]),
     RouteSpec("GET", "/api/v1/units/{unit_id}/history", "unit_history",
-              "Recent history of a unit (units listed in [api] history_units)", "history",
+              "Recent history of a unit (units listed in [api] history_units)", "unit_history",
               response="History", params=[_UNIT_ID]),
     RouteSpec("GET", "/api/v1/stream", "stream", "Server-sent events: farm aggregates at 1-10 Hz",
               "stream", params=[Param("rate_hz", "query", {"type": "number", "minimum": 1,
@@ -203,7 +208,7 @@ ROUTES: list[RouteSpec] = [
     RouteSpec("POST", "/api/v1/farm/dispatch", "farm_dispatch", "Back to a local dispatch profile",
               "farm_dispatch", body="FarmDispatch", response="Accepted", write=True),
     RouteSpec("POST", "/api/v1/farm/reset", "farm_reset", "Alarm reset of all (or the listed) units",
-              "reset_units", body="Reset", response="Accepted", write=True),
+              "reset_units", body="Reset", response="Accepted", write=True, body_required=False),
     RouteSpec("POST", "/api/v1/units/setpoint", "units_setpoint", "Setpoint of several units "
               "(they switch to manual mode)", "units_setpoint", body="UnitsSetpoint",
               response="Accepted", write=True),
@@ -219,7 +224,8 @@ ROUTES: list[RouteSpec] = [
     RouteSpec("POST", "/api/v1/units/{unit_id}/enable", "unit_enable", "Enable or disable a unit",
               "unit_enable", body="Enable", response="Accepted", params=[_UNIT_ID], write=True),
     RouteSpec("POST", "/api/v1/units/{unit_id}/reset", "unit_reset", "Alarm reset of a unit",
-              "unit_reset", body="Reset", response="Accepted", params=[_UNIT_ID], write=True),
+              "unit_reset", body="Empty", response="Accepted", params=[_UNIT_ID], write=True,
+              body_required=False),
 ]
 
 
@@ -262,6 +268,29 @@ class History:
 
 
 # --------------------------------------------------------------------------------- the API
+def farm_schemas(n_units: int, max_rated_w: float) -> dict[str, dict]:
+    """SCHEMAS with this farm's limits filled in: the path's unit id below ``n_units`` (ids in
+    bodies are checked by the handlers: 404 for a unit that does not exist), unit power within
+    the largest rating (a unit of a smaller kind still refuses more than its own, with 422)."""
+    import copy
+    out = copy.deepcopy(SCHEMAS)
+
+    def patch(node):
+        if isinstance(node, dict):
+            if node.get("x-unit-id"):
+                node["maximum"] = max(0, n_units - 1)
+            if node.get("x-unit-power"):
+                node["minimum"], node["maximum"] = -max_rated_w, max_rated_w
+            for v in node.values():
+                patch(v)
+        elif isinstance(node, list):
+            for v in node:
+                patch(v)
+    patch(out)
+    out["x-n-units"] = n_units          # not a schema: read by _patched, dropped from the document
+    return out
+
+
 class Api:
     """Route handlers over a running :class:`~bess_farm.interfaces.runtime.Runtime`."""
 
@@ -274,6 +303,8 @@ class Api:
         self.history = History(units, settings.history_length, settings.history_interval_s)
         self.token = settings.token
         self.sse_clients = 0
+        f = runtime.farm
+        self.schemas = farm_schemas(f.n_units, float(f.kpar[:, K_P_RATED].max()))
 
     # ------------------------------------------------------------ helpers
     @property
@@ -289,24 +320,39 @@ class Api:
             i = int(raw)
         except ValueError:
             raise ApiError(422, f"unit_id: {raw!r} is not an integer", "unit_id") from None
-        if not 0 <= i < self.farm.n_units:
+        if i < 0:
+            raise ApiError(422, f"unit_id: must be >= 0, got {i}", "unit_id")
+        if i >= self.farm.n_units:
             raise ApiError(404, f"unit {i} does not exist (the farm has units 0..{self.farm.n_units - 1})",
                            "unit_id")
         return i
 
     def _selector(self, value) -> np.ndarray:
-        from .modbus.vendor import VendorMapError, parse_units
+        """Unit ids from a list or a "0-9,20" string; 404 naming a unit that does not exist."""
         n = self.farm.n_units
         if isinstance(value, str):
-            try:
-                return parse_units(value, n)
-            except VendorMapError as exc:
-                raise ApiError(422, f"units: {exc}", "units") from None
-        ids = np.array(value, dtype=np.int64)
-        if ids.size and ids.max() >= n:
-            raise ApiError(422, f"units: unit {int(ids.max())} does not exist (the farm has units "
-                                f"0..{n - 1})", "units")
-        return np.unique(ids)
+            ids: list[int] = []
+            for part in value.split(","):
+                a, _, b = part.strip().partition("-")
+                a, b = a.strip(), b.strip() or a.strip()
+                if max(len(a.lstrip("0")), len(b.lstrip("0"))) > 12:        # far beyond any farm
+                    raise ApiError(404, f"units: {part.strip()[:40]} is not a unit of this farm "
+                                        f"(units 0..{n - 1})", "units")
+                lo, hi = int(a.lstrip("0") or "0"), int(b.lstrip("0") or "0")
+                lo, hi = min(lo, hi), max(lo, hi)
+                if hi >= n:
+                    raise ApiError(404, f"units: unit {hi} does not exist (the farm has units "
+                                        f"0..{n - 1})", "units")
+                if len(ids) + hi - lo + 1 > MAX_UNITS_PER_WRITE:
+                    raise ApiError(422, f"units: more than {MAX_UNITS_PER_WRITE} units in one write", "units")
+                ids.extend(range(lo, hi + 1))
+        else:
+            ids = [int(v) for v in value]
+        big = max(ids)
+        if big >= n:
+            raise ApiError(404, f"units: unit {big} does not exist (the farm has units 0..{n - 1})",
+                           "units")
+        return np.unique(np.array(ids, dtype=np.int64))
 
     def _accepted(self, tick: int, units: int | None = None) -> dict:
         d = {"accepted": True, "tick": int(tick)}
@@ -421,7 +467,7 @@ class Api:
             "modbus": {"port": port, "device_id": dev} if i < dv.units_served else None,
         }
 
-    async def history(self, request, body):
+    async def unit_history(self, request, body):
         i = self._unit(request)
         if i not in self.history.index:
             raise ApiError(404, f"unit {i} keeps no history; list it in [api] history_units "
@@ -501,8 +547,6 @@ class Api:
         return self._accepted(self.farm.set_enabled(self._unit(request), body["enabled"]), 1)
 
     async def unit_reset(self, request, body):
-        if body.get("units") is not None:
-            raise ApiError(422, "units: not allowed here; the unit is in the path", "units")
         return self._accepted(self.farm.reset(self._unit(request)), 1)
 
     # ------------------------------------------------------------ plumbing
@@ -515,7 +559,9 @@ class Api:
 
     def endpoint(self, spec: RouteSpec) -> Callable:
         handler = getattr(self, spec.handler)
-        body_schema = SCHEMAS[spec.body] if spec.body else None
+        body_schema = self.schemas[spec.body] if spec.body else None
+        params = [Param(p.name, p.where, _patched(p.schema, self.schemas), p.description, p.required)
+                  for p in spec.params]
 
         async def run(request: Request) -> Response:
             try:
@@ -523,10 +569,10 @@ class Api:
                         and not self._authorized(request):
                     return _error(401, "a valid bearer token is required (Authorization: Bearer ...)",
                                   None, {"WWW-Authenticate": "Bearer"})
-                for p in spec.params:
+                for p in params:
                     if p.where == "query" and p.name in request.query_params:
                         _check_query(p, request.query_params[p.name])
-                unknown = set(request.query_params) - {p.name for p in spec.params if p.where == "query"}
+                unknown = set(request.query_params) - {p.name for p in params if p.where == "query"}
                 if unknown:
                     name = sorted(unknown)[0]
                     raise ApiError(422, f"{name}: unknown query parameter", name)
@@ -639,7 +685,9 @@ _ERRORS = {400: "Malformed request (not JSON)", 401: "Missing or wrong bearer to
            503: "Not ready"}
 
 
-def openapi_document(server_url: str | None = None) -> dict:
+def openapi_document(schemas: dict[str, dict] | None = None, server_url: str | None = None) -> dict:
+    """The OpenAPI 3.1 document; ``schemas`` from :func:`farm_schemas` carries a farm's limits."""
+    schemas = schemas or SCHEMAS
     paths: dict[str, dict] = {}
     for spec in ROUTES:
         op: dict[str, Any] = {"operationId": spec.name, "summary": spec.summary,
@@ -648,11 +696,11 @@ def openapi_document(server_url: str | None = None) -> dict:
         params = []
         for p in spec.params:
             params.append({"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-                           "description": p.description, "schema": p.schema})
+                           "description": p.description, "schema": _strip(_patched(p.schema, schemas))})
         if params:
             op["parameters"] = params
         if spec.body:
-            op["requestBody"] = {"required": True, "content": {"application/json": {
+            op["requestBody"] = {"required": spec.body_required, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{spec.body}"}}}}
         responses: dict[str, Any] = {}
         if spec.content_type == "text/event-stream":
@@ -664,7 +712,8 @@ def openapi_document(server_url: str | None = None) -> dict:
         codes = [422, 503]
         if spec.write or spec.body:
             codes += [400, 401, 413, 415]
-        if any(p.where == "path" for p in spec.params):
+        if any(p.where == "path" for p in spec.params) or (spec.body and "units" in
+                                                           SCHEMAS[spec.body].get("properties", {})):
             codes.append(404)
         if spec.path == "/readyz":
             responses["503"] = {"description": "Not ready", "content": {"application/json": {
@@ -679,7 +728,7 @@ def openapi_document(server_url: str | None = None) -> dict:
         if spec.write:
             op["security"] = [{"bearer": []}]
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
-    schemas = {k: _strip(v) for k, v in SCHEMAS.items()}
+    schemas = {k: _strip(v) for k, v in schemas.items() if not k.startswith("x-")}
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "bess-farm API", "version": __version__,
@@ -694,10 +743,17 @@ def openapi_document(server_url: str | None = None) -> dict:
     return doc
 
 
+def _patched(schema: dict, schemas: dict) -> dict:
+    """A parameter schema with the farm's unit-id limit (as in :func:`farm_schemas`)."""
+    if schema.get("x-unit-id"):
+        return {**schema, "maximum": schemas["x-n-units"] - 1}
+    return schema
+
+
 def _strip(schema):
-    """The schema as published (the validator's private keys removed)."""
+    """The schema as published (the private ``x-`` markers removed)."""
     if isinstance(schema, dict):
-        return {k: _strip(v) for k, v in schema.items()}
+        return {k: _strip(v) for k, v in schema.items() if not k.startswith("x-")}
     if isinstance(schema, list):
         return [_strip(v) for v in schema]
     return schema
@@ -708,9 +764,11 @@ def docs_page() -> str:
 
 
 def build_app(api: Api) -> Starlette:
-    routes = [Route(spec.path, api.endpoint(spec), methods=[spec.method], name=spec.name)
-              for spec in ROUTES]
-    doc = openapi_document()
+    # {unit_id:int}: "/units/enable" must not match the one-unit route (its 405 would advertise
+    # the wrong methods); the document keeps the plain template
+    routes = [Route(spec.path.replace("{unit_id}", "{unit_id:int}"), api.endpoint(spec),
+                    methods=[spec.method], name=spec.name) for spec in ROUTES]
+    doc = openapi_document(api.schemas)
 
     async def openapi(request):
         return JSONResponse(doc)
@@ -727,7 +785,7 @@ def build_app(api: Api) -> Starlette:
 
     async def not_found(request, exc):
         return _error(exc.status_code, "no such route" if exc.status_code == 404 else
-                      (exc.detail or "error"), None)
+                      (exc.detail or "error"), None, getattr(exc, "headers", None))
 
     async def server_error(request, exc):
         log.exception("api: %s %s failed", request.method, request.url.path)

@@ -47,6 +47,11 @@ def validate(value: Any, schema: dict, path: str = "") -> None:
                 except SchemaError as e:
                     errors.append(e)
             if ok == 0 or (key == "oneOf" and ok > 1):
+                # one branch of the value's own type: its error is the useful one
+                typed = [e for sub, e in zip(schema[key], errors)
+                         if "type" in sub and _TYPES[sub["type"]](value)] if ok == 0 else []
+                if len(typed) == 1:
+                    raise typed[0]
                 what = " or ".join(_describe(s) for s in schema[key])
                 raise SchemaError(path, f"must be {what}")
             return
@@ -65,7 +70,7 @@ def validate(value: Any, schema: dict, path: str = "") -> None:
         if "maximum" in schema and value > schema["maximum"]:
             raise SchemaError(path, f"must be <= {schema['maximum']:g}")
     if isinstance(value, str):
-        if "pattern" in schema and not re.fullmatch(schema["pattern"], value):
+        if "pattern" in schema and not re.search(schema["pattern"], value):   # JSON Schema: a search
             raise SchemaError(path, f"must match {schema['pattern']}")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise SchemaError(path, f"must be at most {schema['maxLength']} characters")
