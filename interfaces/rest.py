@@ -73,10 +73,10 @@ UNIT_SELECTOR = {
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
          "maxItems": MAX_UNITS_PER_WRITE},
-        {"type": "string", "pattern": r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$",
+        {"type": "string", "pattern": r"^(\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*|all)$",
          "maxLength": 10_000, "examples": ["0-9,20"]},
     ],
-    "description": "unit ids: a list, or ranges like \"0-9,20\"",
+    "description": "unit ids: a list, ranges like \"0-9,20\", or \"all\"",
 }
 SCHEMAS: dict[str, dict] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -119,6 +119,8 @@ SCHEMAS: dict[str, dict] = {
                             "modbus": {"type": ["object", "null"]}}},
     "History": {"type": "object", "required": ["id", "interval_s", "samples"],
                 "properties": {"id": _INT, "interval_s": _NUM, "fields": {"type": "array"},
+                               "states": {"type": "array", "items": {"type": "string"},
+                                          "description": "names of the state codes in samples"},
                                "samples": {"type": "array", "items": {"type": "array", "items": _NUM_OR_NULL}}}},
     "FarmSetpoint": {"type": "object", "required": ["power_w"], "additionalProperties": False,
                      "properties": {"power_w": {"type": "number", "minimum": -1e13, "maximum": 1e13,
@@ -154,6 +156,7 @@ class Param:
     schema: dict
     description: str = ""
     required: bool = False
+    hint: str | None = None   # the 422 message when the value breaks the schema
 
 
 @dataclass
@@ -184,7 +187,8 @@ ROUTES: list[RouteSpec] = [
     RouteSpec("GET", "/api/v1/units", "units", "Units, filtered and paginated", "units",
               response="UnitList", params=[
                   Param("state", "query", {"type": "string", "pattern": _STATES_RE},
-                        "comma-separated states: " + ", ".join(STATE_NAMES)),
+                        "comma-separated states: " + ", ".join(STATE_NAMES),
+                        hint="state: use one or more of " + ", ".join(STATE_NAMES) + ", comma-separated"),
                   Param("alarm", "query", {"type": "string", "enum": list(ALARM_NAMES)},
                         "units with this alarm bit"),
                   Param("soc_min", "query", {"type": "number", "minimum": 0, "maximum": 1}),
@@ -330,6 +334,8 @@ class Api:
     def _selector(self, value) -> np.ndarray:
         """Unit ids from a list or a "0-9,20" string; 404 naming a unit that does not exist."""
         n = self.farm.n_units
+        if value == "all":
+            return np.arange(n, dtype=np.int64)
         if isinstance(value, str):
             ids: list[int] = []
             for part in value.split(","):
@@ -474,6 +480,7 @@ class Api:
                                 f"(now {self.s.history_units!r})", "unit_id")
         data = self.history.of(i)
         return {"id": i, "interval_s": self.history.interval_s, "fields": list(History.FIELDS),
+                "states": list(STATE_NAMES),
                 "samples": [[_finite(x) for x in row] for row in data]}
 
     async def stream(self, request, body):
@@ -560,8 +567,8 @@ class Api:
     def endpoint(self, spec: RouteSpec) -> Callable:
         handler = getattr(self, spec.handler)
         body_schema = self.schemas[spec.body] if spec.body else None
-        params = [Param(p.name, p.where, _patched(p.schema, self.schemas), p.description, p.required)
-                  for p in spec.params]
+        params = [Param(p.name, p.where, _patched(p.schema, self.schemas), p.description, p.required,
+                        p.hint) for p in spec.params]
 
         async def run(request: Request) -> Response:
             try:
@@ -647,7 +654,7 @@ def _check_query(p: Param, raw: str) -> None:
     try:
         validate(value, p.schema, p.name)
     except SchemaError as exc:
-        raise ApiError(422, str(exc), exc.field) from None
+        raise ApiError(422, p.hint or str(exc), exc.field) from None
 
 
 def _qnum(q, name, lo, hi) -> float:
@@ -660,7 +667,9 @@ def _qint(q, name, lo, hi) -> int:
 
 
 def _finite(v):
-    if isinstance(v, (np.integer,)):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
         return int(v)
     try:
         x = float(v)

@@ -271,7 +271,11 @@ class _PlainFormatter(logging.Formatter):
         return s
 
 
+_LOG_FORMAT = ["plain"]
+
+
 def setup_logging(fmt: str = "plain", level: str = "info") -> None:
+    _LOG_FORMAT[0] = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _PlainFormatter())
     root = logging.getLogger("bess")
@@ -422,15 +426,18 @@ class Runtime:
         event(log, logging.INFO, "api listening", host=settings.host, port=settings.port,
               docs=f"http://{settings.host}:{settings.port}/docs")
         if origin == "generated":
-            # printed once, on stderr, so the embedded default is never open for writes
-            print(f"bess: API write token (generated; set BESS_API_TOKEN to choose one): {token}",
-                  file=sys.stderr, flush=True)
+            # shown once, on stderr, so the embedded default is never open for writes
+            if _LOG_FORMAT[0] == "json":
+                event(log, logging.WARNING, "api token generated", token=token,
+                      hint="set BESS_API_TOKEN to choose one")
+            else:
+                print(f"bess: API write token (generated; set BESS_API_TOKEN to choose one): {token}",
+                      file=sys.stderr, flush=True)
 
     def set_dispatch(self, profile: str, power_w: float | None) -> int:
         """Back to a local dispatch profile (REST); returns the tick it takes effect."""
         self.site.run.profile = profile
-        if power_w is not None:
-            self.site.run.power_w = power_w
+        self.site.run.power_w = power_w          # None: the default amplitude again
         self.profile = self._local_profile()
         self.devices.local_profile = self.profile
         self.dispatch_name = profile

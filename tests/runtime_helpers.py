@@ -35,10 +35,12 @@ def free_port(count: int = 1) -> int:
 @contextlib.contextmanager
 def running(config_text: str | None = None, *, tmp_path: Path | None = None, tick_hz: float = 10.0,
             speed: float = 1.0, ports: int = 1, profile: str = "idle", timeout: float = 120.0,
-            revert_s: float | None = None):
+            revert_s: float | None = None, api: bool = True):
     """Yield a started :class:`Runtime` serving Modbus on 127.0.0.1 (its loop in a thread).
 
-    ``rt.port`` is its first Modbus port, ``rt.call(fn)`` runs ``fn`` on the loop thread."""
+    ``rt.port`` is its first Modbus port, ``rt.call(fn)`` runs ``fn`` on the loop thread. With
+    ``api`` (and unless the config disables it) the REST API listens on a free port of 127.0.0.1:
+    ``rt.api_url`` is its base URL and ``rt.api_token`` its write token (``None`` without an API)."""
     path = None
     if config_text is not None:
         assert tmp_path is not None
@@ -53,10 +55,19 @@ def running(config_text: str | None = None, *, tmp_path: Path | None = None, tic
     site.run.speed = speed
     site.run.profile = profile
     site.run.duration_s = timeout            # the runtime stops itself even if the test hangs
+    if not api:
+        site.api.enabled = False
+    if site.api.enabled:                     # never the default port 8000: tests run side by side
+        site.api.host = "127.0.0.1"
+        site.api.port = free_port()
+        while site.modbus.port <= site.api.port < site.modbus.port + ports:
+            site.api.port = free_port()
     with RuntimeThread(site, ready_timeout=60) as th:
         rt = th.runtime
         rt.port = site.modbus.port
         rt.call = th.call
+        rt.api_url = f"http://127.0.0.1:{site.api.port}" if rt.api is not None else None
+        rt.api_token = rt.api.token if rt.api is not None else None
         yield rt
 
 

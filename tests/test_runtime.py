@@ -22,8 +22,9 @@ def _run(args, timeout=90):
 
 
 def test_bess_run_starts_serves_and_stops_with_json_logs():
-    port = free_port()
+    port, api_port = free_port(), free_port()
     proc = subprocess.Popen(BESS + ["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(port),
+                                    "--api-host", "127.0.0.1", "--api-port", str(api_port),
                                     "--log-format", "json", "--duration", "6s"],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -37,8 +38,10 @@ def test_bess_run_starts_serves_and_stops_with_json_logs():
             if lines[-1]["msg"] == "ready":
                 break
         msgs = [d["msg"] for d in lines]
-        assert msgs[:3] == ["engine started", "modbus listening", "ready"], msgs
+        assert msgs == ["engine started", "modbus listening", "api listening", "api token generated",
+                        "ready"], msgs
         assert lines[0]["units"] == 40 and lines[1]["ports"] == str(port)
+        assert lines[2]["port"] == api_port and len(lines[3]["token"]) >= 32
         c = RawClient(port)
         assert c.read(1, 40000, 2) == [0x5375, 0x6E53]
         c.close()
@@ -52,7 +55,8 @@ def test_bess_run_starts_serves_and_stops_with_json_logs():
 
 def test_sigterm_stops_cleanly():
     port = free_port()
-    proc = subprocess.Popen(BESS + ["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(port)],
+    proc = subprocess.Popen(BESS + ["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(port),
+                                    "--api-host", "127.0.0.1", "--api-port", str(free_port())],
                             stderr=subprocess.PIPE, text=True)
     try:
         t_end = time.monotonic() + 90
@@ -85,8 +89,12 @@ def test_bad_config_and_busy_port_fail_with_a_message(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        r = _run(["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(busy), "--duration", "1s"])
-    assert r.returncode == 2 and f"cannot listen for Modbus on 127.0.0.1:{busy}" in r.stderr
+        r = _run(["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(busy), "--no-api",
+                  "--duration", "1s"])
+        assert r.returncode == 2 and f"cannot listen for Modbus on 127.0.0.1:{busy}" in r.stderr
+        r = _run(["run", "--modbus-host", "127.0.0.1", "--modbus-port", str(free_port()),
+                  "--api-host", "127.0.0.1", "--api-port", str(busy), "--duration", "1s"])
+        assert r.returncode == 2 and f"cannot listen for HTTP on 127.0.0.1:{busy}" in r.stderr
     assert "Traceback" not in r.stderr
 
 
