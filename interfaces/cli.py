@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api-host", default=None, help="REST API bind address (default 0.0.0.0)")
     r.add_argument("--api-port", type=int, default=None, help="REST API port (default 8000)")
     r.add_argument("--no-api", action="store_true", help="run without the REST API")
+    r.add_argument("--fresh", action="store_true",
+                   help="start from the config, not from the newest checkpoint")
+    r.add_argument("--state-dir", type=Path, default=None,
+                   help="checkpoint directory (default $BESS_STATE_DIR/<farm> or "
+                        "~/.local/state/bess-farm/<farm>)")
+    r.add_argument("--checkpoint-interval", type=parse_duration, default=None,
+                   help="wall time between checkpoints (default 5m); one is always written at shutdown")
+    r.add_argument("--no-checkpoints", action="store_true",
+                   help="neither restore nor save checkpoints")
     r.add_argument("--speed", type=_positive_float, default=None,
                    help="simulated seconds per real second (default 1)")
     r.add_argument("--overrun", choices=("catch-up", "skip"), default=None,

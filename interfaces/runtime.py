@@ -45,7 +45,8 @@ log = logging.getLogger("bess.runtime")
 
 _MODBUS_KEYS = {"host", "port", "units_per_port", "max_ports", "plant_device_id", "revert_timeout_s",
                 "ac_voltage_v", "grid_hz", "max_connections", "vendor_map"}
-_RUNTIME_KEYS = {"tick_hz", "speed", "overrun", "max_catch_up", "profile", "power_w", "engine_threads"}
+_RUNTIME_KEYS = {"tick_hz", "speed", "overrun", "max_catch_up", "profile", "power_w", "engine_threads",
+                 "state_dir", "checkpoint_interval_s", "checkpoint_keep", "checkpoints"}
 #: Below this many units the tick runs on one thread (auto): a serial tick of 250,000 units takes
 #: about 12 ms, and leaving the other core to the event loop keeps the tick from waiting on a
 #: thread that the loop has pushed off its core.
@@ -80,6 +81,11 @@ class RunSettings:
     power_w: float | None = None          # profile amplitude; default 40 % of the farm rating
     duration_s: float | None = None       # stop after this much wall time (tests, demos)
     engine_threads: int = 0               # 0 = auto (1 below SERIAL_BELOW_UNITS, else all cores)
+    checkpoints: bool = True              # restore at start, save periodically and at shutdown
+    state_dir: str | None = None          # default: $BESS_STATE_DIR or ~/.local/state/bess-farm/<farm>
+    checkpoint_interval_s: float = 300.0  # wall seconds between checkpoints (0: only at shutdown)
+    checkpoint_keep: int = 2
+    fresh: bool = False                   # ignore existing checkpoints (--fresh)
 
 
 @dataclass
@@ -160,6 +166,15 @@ def load_site_config(path: Path | None) -> SiteConfig:
             if value not in ("catch-up", "skip"):
                 raise SiteConfigError(f"{where}: must be 'catch-up' or 'skip'")
             rs.overrun = value
+        elif key == "checkpoints":
+            if not isinstance(value, bool):
+                raise SiteConfigError(f"{where}: expected true or false")
+            rs.checkpoints = value
+        elif key == "state_dir":
+            if not isinstance(value, str) or not value:
+                raise SiteConfigError(f"{where}: expected a directory path")
+            d = Path(value)
+            rs.state_dir = str(d if d.is_absolute() or path is None else Path(path).parent / d)
         elif key == "profile":
             if value not in PROFILES:
                 raise SiteConfigError(f"{where}: unknown profile {value!r}; known: {', '.join(PROFILES)}")
@@ -167,7 +182,9 @@ def load_site_config(path: Path | None) -> SiteConfig:
         else:
             lo, hi, integer = {"tick_hz": (0.1, 100, False), "speed": (0.01, 100_000, False),
                                "max_catch_up": (0, 1000, True), "power_w": (-1e13, 1e13, False),
-                               "engine_threads": (0, 1024, True)}[key]
+                               "engine_threads": (0, 1024, True),
+                               "checkpoint_interval_s": (0, 30 * 86400, False),
+                               "checkpoint_keep": (1, 100, True)}[key]
             setattr(rs, key, _num(value, where, lo, hi, integer))
     site = SiteConfig(farm_cfg, ms, rs, vendor, source)
     site.api = _api_settings(api, source, path, farm_cfg.n_units)
@@ -217,6 +234,19 @@ def _api_settings(api: Any, source: str, path: Path | None, n_units: int):
             raise SiteConfigError(f"{source}: api.history_units x history_length = "
                                   f"{units.size * s.history_length} samples; keep it under 10,000,000")
     return s
+
+
+def state_dir(site: "SiteConfig") -> Path:
+    """Where checkpoints live: [runtime] state_dir, else $BESS_STATE_DIR/<farm>, else
+    $XDG_STATE_HOME (~/.local/state)/bess-farm/<farm>."""
+    if site.run.state_dir:
+        return Path(site.run.state_dir)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in site.farm.name)
+    env = os.environ.get("BESS_STATE_DIR")
+    if env:
+        return Path(env) / name
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "bess-farm" / name
 
 
 def api_token(settings) -> tuple[str, str]:
@@ -336,6 +366,8 @@ class Runtime:
         self._events = np.zeros(EVENT_CAP, dtype=np.int64)
         self.pub: Published | None = None      # the tick adapters read (loop thread)
         self.api = None
+        self.store = None
+        self._saved_tick = -1
         self._http = None
         self._http_task = None
         self.dispatch_name = site.run.profile
@@ -359,8 +391,23 @@ class Runtime:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="bess-engine", initializer=numba.set_num_threads,
             initargs=(self.threads,))
+        self.store = None
+        restored_ckpt = None
         now = time.gmtime()
         site.farm.start_hour = now.tm_hour + now.tm_min / 60 + now.tm_sec / 3600
+        if rs.checkpoints:
+            from bess_farm.engine.checkpoint import CheckpointStore
+            d = state_dir(site)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SiteConfigError(f"state directory {d}: {exc.strerror}") from None
+            self.store = CheckpointStore(d, keep=rs.checkpoint_keep)
+            if not rs.fresh:
+                found = await asyncio.get_running_loop().run_in_executor(self._pool, self.store.latest_valid)
+                self._log_rejected(found)
+                if found:        # a restored farm keeps the simulated clock it was built with
+                    site.farm.start_hour = float(found.checkpoint.manifest["config"]["farm"]["start_hour"])
         loop = asyncio.get_running_loop()
         self.farm = farm = await loop.run_in_executor(self._pool, Farm, site.farm)
         self.dt = rs.speed / rs.tick_hz
@@ -368,12 +415,27 @@ class Runtime:
             farm._check_dt(self.dt)
         except ValueError as exc:
             raise SiteConfigError(f"--speed {rs.speed:g}: {exc}") from None
-        self.profile = self._local_profile()
-        if self.profile is not None:
-            farm.set_farm_profile(self.profile)
+        if self.store is not None and not rs.fresh:
+            result = await loop.run_in_executor(self._pool, self.store.load_into, farm)
+            self._log_rejected(result)
+            restored_ckpt = result.checkpoint
+        if restored_ckpt is not None:
+            x = restored_ckpt.extra
+            rs.profile = x.get("profile", rs.profile)
+            rs.power_w = x.get("power_w", rs.power_w)
+            self.profile = self._local_profile()          # the farm itself keeps its restored profile
+            self.dispatch_name = x.get("dispatch", rs.profile)
+            event(log, logging.INFO, "restored", file=str(restored_ckpt.path), tick=restored_ckpt.tick,
+                  time_s=round(restored_ckpt.time_s, 1), saved_at=restored_ckpt.created_at)
+        else:
+            self.profile = self._local_profile()
+            if self.profile is not None:
+                farm.set_farm_profile(self.profile)
         vendor = load_vendor_maps(site.vendor_maps, farm) if site.vendor_maps else {}
         self.devices = FarmDevices(farm, ms, local_profile=self.profile, vendor_maps=vendor,
                                    on_event=self._device_event)
+        if restored_ckpt is not None:
+            self.devices.controls.restore(restored_ckpt.extra_arrays, farm.time_s)
         await loop.run_in_executor(self._pool, self._step, 1)   # compiles or loads the kernels
         self.pub = self._next_pub
         self.devices.refresh()
@@ -491,6 +553,7 @@ class Runtime:
         t0 = time.monotonic()
         k = 0
         end = t0 + rs.duration_s if rs.duration_s else math.inf
+        next_ckpt = t0 + rs.checkpoint_interval_s
         while not self.stopping.is_set():
             due = t0 + k * period
             now = time.monotonic()
@@ -527,7 +590,41 @@ class Runtime:
             self.stats.last_tick_wall = done
             self._after_tick(prev_src, n_events)
             k += 1 + max(behind, 0)          # every slot up to now is run or skipped
+            if self.store is not None and rs.checkpoint_interval_s > 0 and done >= next_ckpt:
+                await self.checkpoint()
+                next_ckpt = time.monotonic() + rs.checkpoint_interval_s
         await self.shutdown()
+
+    # ------------------------------------------------------------------ checkpoints
+    async def checkpoint(self) -> Path | None:
+        """Save the whole state between ticks (on the engine thread); returns the file."""
+        if self.store is None:
+            return None
+        extra = {"profile": self.site.run.profile, "power_w": self.site.run.power_w,
+                 "dispatch": self.dispatch_name}
+        arrays = self.devices.controls.export()          # copied here, on the loop thread
+        t = time.perf_counter()
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(self._pool, self._save, extra, arrays)
+        except OSError as exc:
+            event(log, logging.ERROR, "checkpoint failed", dir=str(self.store.directory), error=str(exc))
+            return None
+        self.devices.publish_refresh()
+        self._saved_tick = self.farm.tick
+        event(log, logging.INFO, "checkpoint", file=str(path), tick=self.farm.tick,
+              seconds=round(time.perf_counter() - t, 3), mb=round(path.stat().st_size / 1e6, 1))
+        return path
+
+    def _save(self, extra: dict, arrays: dict) -> Path:
+        path = self.store.save(self.farm, extra=extra, extra_arrays=arrays)
+        # saving took in queued commands, as a step would: republish what readers see
+        self.devices.prepare_refresh()
+        return path
+
+    def _log_rejected(self, result) -> None:
+        for r in result.rejected:
+            event(log, logging.WARNING, "checkpoint rejected", file=str(r.path), reason=r.reason,
+                  kind=r.kind, moved_to=str(r.moved_to) if r.moved_to else None)
 
     def _after_tick(self, prev_src: int, n_events: int) -> None:
         """On the loop thread between ticks: publish, revert quiet controls, log events."""
@@ -581,6 +678,10 @@ class Runtime:
         for s in self.servers:
             await s.shutdown()
         self.servers = []
+        # the current tick is finished (run() checks for stop between ticks): save it
+        if self.store is not None and self.pub is not None and self.devices is not None \
+                and self.farm.tick != self._saved_tick:
+            await self.checkpoint()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         event(log, logging.INFO, "stopped", **{k: round(v, 2) if isinstance(v, float) else v
@@ -711,6 +812,14 @@ def main(args) -> int:
         site.api.port = args.api_port
     if getattr(args, "no_api", False):
         site.api.enabled = False
+    if getattr(args, "fresh", False):
+        rs.fresh = True
+    if getattr(args, "state_dir", None) is not None:
+        rs.state_dir = str(args.state_dir)
+    if getattr(args, "checkpoint_interval", None) is not None:
+        rs.checkpoint_interval_s = args.checkpoint_interval
+    if getattr(args, "no_checkpoints", False):
+        rs.checkpoints = False
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(site))

@@ -35,7 +35,7 @@ def free_port(count: int = 1) -> int:
 @contextlib.contextmanager
 def running(config_text: str | None = None, *, tmp_path: Path | None = None, tick_hz: float = 10.0,
             speed: float = 1.0, ports: int = 1, profile: str = "idle", timeout: float = 120.0,
-            revert_s: float | None = None, api: bool = True):
+            revert_s: float | None = None, api: bool = True, checkpoints: bool = False):
     """Yield a started :class:`Runtime` serving Modbus on 127.0.0.1 (its loop in a thread).
 
     ``rt.port`` is its first Modbus port, ``rt.call(fn)`` runs ``fn`` on the loop thread. With
@@ -47,6 +47,7 @@ def running(config_text: str | None = None, *, tmp_path: Path | None = None, tic
         path = tmp_path / "site.toml"
         path.write_text(config_text)
     site = load_site_config(path)
+    site.run.checkpoints = checkpoints        # tests start fresh unless they test durability
     site.modbus.host = "127.0.0.1"
     site.modbus.port = free_port(ports)
     if revert_s is not None:

@@ -88,6 +88,22 @@ class Controls:
         q[_Q["ctl_rvrt_rem"]] = math.ceil(max(0.0, dl - now)) if math.isfinite(dl) else 0.0
         q[_Q["ctl_hb"]] = self.hb[d]
 
+    _SAVED = ("wset_ena", "wset_mod", "wset_w", "wset_rvrt_w", "wset_pct", "wset_pct_rvrt",
+              "wset_ena_rvrt", "rvrt_tms", "deadline", "hb")
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Copies of the control registers, for a checkpoint."""
+        return {f"modbus_{k}": np.array(getattr(self, k)) for k in self._SAVED}
+
+    def restore(self, arrays: dict[str, np.ndarray], now: float) -> None:
+        """Take the control registers back from a checkpoint (ignored if its size differs)."""
+        for k in self._SAVED:
+            a = arrays.get(f"modbus_{k}")
+            if a is not None and a.shape == getattr(self, k).shape:
+                getattr(self, k)[:] = a
+        self._heap = [(float(t), int(d)) for d, t in enumerate(self.deadline) if np.isfinite(t)]
+        heapq.heapify(self._heap)
+
     def arm(self, d: int, now: float) -> None:
         """A control write was heard: (re)start the device's revert timer."""
         if self.wset_ena[d] and self.rvrt_tms[d] > 0:
