@@ -209,3 +209,27 @@ def test_schemathesis_finds_nothing(farm_api, with_token, tmp_path):
     assert r.returncode == 0, r.stdout[-6000:]
     rt = farm_api.runtime
     assert rt.ready.is_set() and rt.pub.tick > 0
+
+
+def test_read_routes_can_be_closed_and_cors_is_off_unless_configured(tmp_path):
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[[units]]\npreset = "lfp-3.7mwh-20ft"\ncount = 2\n[api]\nread_auth = true\n')
+    site = load_site_config(cfg)
+    site.run.checkpoints = False
+    site.modbus.host = site.api.host = "127.0.0.1"
+    site.modbus.port, site.api.port = free_port(), free_port()
+    site.run.duration_s = 120
+    import os
+    os.environ["BESS_API_TOKEN"] = TOKEN
+    try:
+        with RuntimeThread(site) as th:
+            th.url = f"http://127.0.0.1:{site.api.port}"
+            assert call(th, "GET", "/api/v1/farm", token=None)[0] == 401
+            assert call(th, "GET", "/api/v1/farm")[0] == 200
+            assert call(th, "GET", "/healthz", token=None)[0] == 200      # probes stay open
+            req = urllib.request.Request(th.url + "/api/v1/farm", headers={
+                "Origin": "http://evil.example", "Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
+    finally:
+        os.environ.pop("BESS_API_TOKEN", None)
