@@ -86,6 +86,7 @@ class RunSettings:
     checkpoint_interval_s: float = 300.0  # wall seconds between checkpoints (0: only at shutdown)
     checkpoint_keep: int = 2
     fresh: bool = False                   # ignore existing checkpoints (--fresh)
+    shard: tuple[int, int] | None = None  # (index, count): run only this shard's units
 
 
 @dataclass
@@ -96,6 +97,7 @@ class SiteConfig:
     vendor_maps: list[tuple[str, Path]] = field(default_factory=list)   # (unit selector, file)
     source: str = "embedded default"
     api: Any = None                        # rest.ApiSettings
+    telemetry: Any = None                  # otel.setup.TelemetrySettings
 
 
 def load_site_config(path: Path | None) -> SiteConfig:
@@ -119,6 +121,7 @@ def load_site_config(path: Path | None) -> SiteConfig:
     modbus = data.pop("modbus", {})
     runtime = data.pop("runtime", {})
     api = data.pop("api", {})
+    telemetry = data.pop("telemetry", {})
     try:
         farm_cfg = parse_config(data if path is not None else None)
     except ConfigError as exc:
@@ -188,6 +191,11 @@ def load_site_config(path: Path | None) -> SiteConfig:
             setattr(rs, key, _num(value, where, lo, hi, integer))
     site = SiteConfig(farm_cfg, ms, rs, vendor, source)
     site.api = _api_settings(api, source, path, farm_cfg.n_units)
+    from bess_farm.otel.setup import TelemetryConfigError, parse_telemetry_settings
+    try:
+        site.telemetry = parse_telemetry_settings(telemetry, source)
+    except TelemetryConfigError as exc:
+        raise SiteConfigError(str(exc)) from None
     return site
 
 
@@ -236,12 +244,45 @@ def _api_settings(api: Any, source: str, path: Path | None, n_units: int):
     return s
 
 
+def parse_shard(text: str | None, from_hostname: bool = False) -> tuple[int, int] | None:
+    """``"2/4"`` -> (2, 4). With ``from_hostname`` the index is the trailing ``-N`` of the host
+    name (a StatefulSet pod ordinal) and the text may give only the count (``"/4"``, ``"4"``)."""
+    if not text:
+        if from_hostname:
+            raise ValueError("BESS_SHARD_FROM_HOSTNAME needs the shard count in BESS_SHARD (e.g. /4)")
+        return None
+    idx_text, sep, count_text = str(text).strip().rpartition("/")
+    if not sep:
+        idx_text, count_text = "", idx_text or count_text
+    try:
+        count = int(count_text)
+    except ValueError:
+        raise ValueError(f"shard {text!r}: use INDEX/COUNT, e.g. 2/4") from None
+    if from_hostname:
+        import socket
+        host = socket.gethostname()
+        ordinal = host.rpartition("-")[2]
+        if not ordinal.isdigit():
+            raise ValueError(f"shard from host name {host!r}: it does not end in -N (a pod ordinal)")
+        index = int(ordinal)
+    else:
+        try:
+            index = int(idx_text)
+        except ValueError:
+            raise ValueError(f"shard {text!r}: use INDEX/COUNT, e.g. 2/4") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+    return index, count
+
+
 def state_dir(site: "SiteConfig") -> Path:
     """Where checkpoints live: [runtime] state_dir, else $BESS_STATE_DIR/<farm>, else
     $XDG_STATE_HOME (~/.local/state)/bess-farm/<farm>."""
     if site.run.state_dir:
         return Path(site.run.state_dir)
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in site.farm.name)
+    if site.run.shard is not None:
+        name += f"-shard-{site.run.shard[0]}-of-{site.run.shard[1]}"
     env = os.environ.get("BESS_STATE_DIR")
     if env:
         return Path(env) / name
@@ -368,6 +409,8 @@ class Runtime:
         self.api = None
         self.store = None
         self._saved_tick = -1
+        self.telemetry = None
+        self._step_s = 0.0
         self._http = None
         self._http_task = None
         self.dispatch_name = site.run.profile
@@ -409,7 +452,14 @@ class Runtime:
                 if found:        # a restored farm keeps the simulated clock it was built with
                     site.farm.start_hour = float(found.checkpoint.manifest["config"]["farm"]["start_hour"])
         loop = asyncio.get_running_loop()
-        self.farm = farm = await loop.run_in_executor(self._pool, Farm, site.farm)
+        units = None
+        if rs.shard is not None:
+            from bess_farm.engine.farm import shard_range
+            try:
+                units = shard_range(site.farm.n_units, site.farm.units_per_row, *rs.shard)
+            except ValueError as exc:
+                raise SiteConfigError(f"--shard: {exc}") from None
+        self.farm = farm = await loop.run_in_executor(self._pool, Farm, site.farm, units)
         self.dt = rs.speed / rs.tick_hz
         try:
             farm._check_dt(self.dt)
@@ -440,6 +490,9 @@ class Runtime:
         self.pub = self._next_pub
         self.devices.refresh()
         self.devices.publish_refresh(self.pub)
+        if rs.shard is not None:
+            event(log, logging.INFO, "shard", index=rs.shard[0], count=rs.shard[1],
+                  first_unit=farm.shard.start, last_unit=farm.shard.stop - 1)
         event(log, logging.INFO, "engine started", units=farm.n_units, kinds=len(farm.kinds),
               threads=self.threads, tick_hz=rs.tick_hz, speed=rs.speed, dt_s=round(self.dt, 6),
               memory_mb=round(farm.memory_bytes() / 1e6, 1), seconds=round(time.perf_counter() - t0, 2))
@@ -455,6 +508,9 @@ class Runtime:
                   served=self.devices.units_served, units=farm.n_units)
         if site.api is not None and site.api.enabled:
             await self._start_api()
+        if site.telemetry is not None:
+            from bess_farm.otel.setup import start_telemetry
+            self.telemetry = start_telemetry(self, site.telemetry)   # OSError if the port is taken
         self.ready.set()
         event(log, logging.INFO, "ready", seconds=round(time.perf_counter() - t0, 2))
 
@@ -466,7 +522,8 @@ class Runtime:
         token, origin = api_token(settings)
         settings.token = token
         self.api = Api(self, settings)
-        app = build_app(self.api)
+        from bess_farm.otel.http import instrument_http
+        app = instrument_http(build_app(self.api), lambda: self.telemetry)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="none",
                                 lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, server_header=False)
@@ -519,7 +576,9 @@ class Runtime:
         pending = bool(f._pending)
         clock = float(f._aging_clock[0])
         prev = f._src
+        t_step = time.perf_counter()
         agg = f.step(self.dt, n, parallel=self.threads > 1)
+        self._step_s = time.perf_counter() - t_step
         self._next_pub = Published(f._src, f.tick, f.time_s, f.generation, agg)
         aged = float(f._aging_clock[0]) < clock + n * self.dt - 1e-9
         count = scan_events(f.status[f._src], f.status[prev], f.alarms[f._src], f.alarms[prev],
@@ -581,14 +640,20 @@ class Runtime:
                 if self.stats.overruns == 1 or self.stats.overruns % 100 == 0:
                     event(log, logging.WARNING, "tick overrun", late_ms=round(late * 1e3, 1),
                           behind_ticks=behind, overruns=self.stats.overruns, policy=rs.overrun)
-            prev_src, n_events = await loop.run_in_executor(self._pool, self._step, n)
-            done = time.monotonic()
+            # Missed ticks run one by one, each published: a call of several steps would write
+            # both ping-pong buffers, the published one included, while adapters read it.
+            for _ in range(n):
+                prev_src, n_events = await loop.run_in_executor(self._pool, self._step, 1)
+                done = time.monotonic()
+                self.stats.ticks += 1
+                self._after_tick(prev_src, n_events)
             self.stats.durations.append(done - start)
             self.stats.lateness.append(max(0.0, late))
-            self.stats.ticks += n
             self.stats.calls += 1
             self.stats.last_tick_wall = done
-            self._after_tick(prev_src, n_events)
+            if self.telemetry is not None:
+                self.telemetry.record_tick(done - start, max(0.0, late), self._step_s,
+                                           time.monotonic() - done)
             k += 1 + max(behind, 0)          # every slot up to now is run or skipped
             if self.store is not None and rs.checkpoint_interval_s > 0 and done >= next_ckpt:
                 await self.checkpoint()
@@ -682,6 +747,9 @@ class Runtime:
         if self.store is not None and self.pub is not None and self.devices is not None \
                 and self.farm.tick != self._saved_tick:
             await self.checkpoint()
+        if self.telemetry is not None:             # flushes the last OTLP export
+            await asyncio.get_running_loop().run_in_executor(None, self.telemetry.shutdown)
+            self.telemetry = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         event(log, logging.INFO, "stopped", **{k: round(v, 2) if isinstance(v, float) else v
@@ -820,6 +888,12 @@ def main(args) -> int:
         rs.checkpoint_interval_s = args.checkpoint_interval
     if getattr(args, "no_checkpoints", False):
         rs.checkpoints = False
+    try:
+        rs.shard = parse_shard(getattr(args, "shard", None) or os.environ.get("BESS_SHARD"),
+                               os.environ.get("BESS_SHARD_FROM_HOSTNAME", "") not in ("", "0"))
+    except ValueError as exc:
+        print(f"bess: error: {exc}", file=sys.stderr)
+        return 2
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(site))

@@ -24,5 +24,10 @@ if ! command -v mbpoll >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mbpoll >/dev/null; } \
         || echo "tests/run.sh: could not install mbpoll; its tests will be skipped" >&2
 fi
+# Debian prometheus (promtool and the server: tests/test_otel_table.py, tests/test_otel_e2e.py).
+if ! command -v prometheus >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+        || echo "tests/run.sh: could not install prometheus; its tests will be skipped" >&2
+fi
 "$PY" -m pip install --quiet -e ".[test]"
 exec "$PY" -m pytest "$@"

@@ -38,8 +38,8 @@ def test_bess_run_starts_serves_and_stops_with_json_logs():
             if lines[-1]["msg"] == "ready":
                 break
         msgs = [d["msg"] for d in lines]
-        assert msgs == ["engine started", "modbus listening", "api listening", "api token generated",
-                        "ready"], msgs
+        assert msgs[:4] == ["engine started", "modbus listening", "api listening",
+                            "api token generated"] and msgs[-1] == "ready", msgs
         assert lines[0]["units"] == 40 and lines[1]["ports"] == str(port)
         assert lines[2]["port"] == api_port and len(lines[3]["token"]) >= 32
         c = RawClient(port)
@@ -115,8 +115,12 @@ def test_overrun_policy(policy):
         rt.site.run.overrun = policy
         real_step = rt.farm.step
 
+        calls = [0]
+
         def slow_step(dt, n=1, parallel=None):
-            time.sleep(0.25)                 # a tick that takes 2.5 tick periods
+            calls[0] += 1
+            if calls[0] % 5 == 0:
+                time.sleep(0.35)             # every fifth tick takes 3.5 tick periods
             return real_step(dt, n, parallel)
         rt.farm.step = slow_step
         wait_ticks(rt, 1)
@@ -124,14 +128,13 @@ def test_overrun_policy(policy):
         time.sleep(3.0)
         ticks = rt.farm.tick - k0
         elapsed = time.monotonic() - t0
-        assert rt.stats.overruns >= 4
+        assert rt.stats.overruns >= 3
         assert (rt.stats.skipped == 0) if policy == "catch-up" else (rt.stats.skipped > 0)
         rt.farm.step = real_step
     if policy == "catch-up":
-        # ticks land in bursts of ~3 every 0.25 s: allow two bursts of granularity
-        assert abs(ticks - 10 * elapsed) <= 7, "missed ticks are run, simulated time keeps up"
+        assert abs(ticks - 10 * elapsed) <= 6, "missed ticks are run, simulated time keeps up"
     else:
-        assert ticks < 0.6 * 10 * elapsed, "missed slots are dropped"
+        assert ticks < 0.8 * 10 * elapsed, "missed slots are dropped"
 
 
 def test_trips_are_logged(caplog):

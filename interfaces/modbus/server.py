@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
@@ -50,6 +52,10 @@ class ModbusStats:
     writes_rejected: int = 0
     frames_dropped: int = 0                                    # connections closed on bad framing
     silent: int = 0                                            # requests left unanswered (comm fault)
+    #: per-request hook (telemetry): ``observe(fc, model, outcome, seconds)`` with the SunSpec
+    #: model the start address falls in ("1", "802", ..., "header", "end", "vendor", "none") and
+    #: outcome "ok", "exception" or "silent"; None costs nothing
+    observe: Callable[[int, str, str, float], None] | None = None
 
 
 class _Connection(ServerRequestHandler):
@@ -122,7 +128,15 @@ class _Connection(ServerRequestHandler):
                 break
             pdu = bytes(buf[pos + 7:end])
             pos = end
-            reply = self.owner.handle(uid, pdu)
+            observe = self.owner.stats.observe
+            if observe is None:
+                reply = self.owner.handle(uid, pdu)
+            else:
+                t0 = time.perf_counter()
+                reply = self.owner.handle(uid, pdu)
+                dt = time.perf_counter() - t0
+                outcome = "silent" if reply is None else "exception" if reply[0] & 0x80 else "ok"
+                observe(pdu[0], self.owner.model_label(uid, pdu), outcome, dt)
             if reply is not None:
                 out.append(_HDR.pack(tid, 0, len(reply) + 1, uid) + reply)
         if pos:
@@ -147,6 +161,18 @@ class FarmModbusServer(ModbusTcpServer):
 
     def callback_new_connection(self):
         return _Connection(self)
+
+    def model_label(self, uid: int, pdu: bytes) -> str:
+        """The SunSpec model a request's start address falls in (for ``ModbusStats.observe``)."""
+        if len(pdu) < 3:
+            return "none"
+        d = self.devices.device(self.port_index, uid)
+        if d is None:
+            return "none"
+        rm = self.devices.map_of(d)
+        if not rm.points or rm.points[0].name != "SunS":
+            return "vendor"
+        return _sunspec_model_at(struct.unpack_from(">H", pdu, 1)[0])
 
     def handle(self, uid: int, pdu: bytes) -> bytes | None:
         """The response PDU to one request PDU, or None to stay silent."""
@@ -201,6 +227,30 @@ class FarmModbusServer(ModbusTcpServer):
         if not ok:
             self.stats.silent += 1
         return ok
+
+
+_SUNSPEC_STARTS: list[tuple[int, str]] = []
+
+
+def _sunspec_model_at(address: int) -> str:
+    if not _SUNSPEC_STARTS:
+        from . import sunspec
+        a = sunspec.BASE
+        starts = [(a, "header")]
+        a += 2
+        for m in sunspec.MODEL_ORDER:
+            starts.append((a, str(m)))
+            a += 2 + sunspec.model_length(m)
+        starts += [(a, "end"), (a + 2, "none")]
+        _SUNSPEC_STARTS[:] = starts
+    if address < _SUNSPEC_STARTS[0][0]:
+        return "none"
+    label = "none"
+    for start, name in _SUNSPEC_STARTS:
+        if address < start:
+            break
+        label = name
+    return label
 
 
 async def start_servers(devices: FarmDevices, host: str, base_port: int, stats: ModbusStats,
