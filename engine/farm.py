@@ -111,13 +111,33 @@ def _ids(units, n) -> np.ndarray:
     return idx
 
 
+def shard_range(n_units: int, units_per_row: int, index: int, count: int) -> range:
+    """The units shard ``index`` of ``count`` owns: a contiguous range of whole rows (thermal
+    neighbours never straddle two shards), the rows spread as evenly as they go."""
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"shard {index}/{count}: need 0 <= index < count")
+    rows = -(-n_units // units_per_row)
+    if count > rows:
+        raise ValueError(f"{count} shards for {rows} rows of units: at most one shard per row")
+    r0, r1 = index * rows // count, (index + 1) * rows // count
+    return range(r0 * units_per_row, min(n_units, r1 * units_per_row))
+
+
 class Farm:
     """A farm of battery units stepped by one fused kernel. Build with :meth:`from_config`."""
 
-    def __init__(self, config: FarmConfig):
+    def __init__(self, config: FarmConfig, units: range | None = None):
+        """``units``: build only this contiguous range of the config's units (a shard), with
+        the same parameters, ids and rows they have in the whole farm; ``None``: all of them."""
         self.config = config
         self.kinds = [resolve_kind(g, f"units[{j}]") for j, g in enumerate(config.groups)]
-        n = config.n_units
+        total = config.n_units
+        if units is None:
+            units = range(total)
+        if not isinstance(units, range) or units.step != 1 or not 0 <= units.start < units.stop <= total:
+            raise ValueError(f"units must be a non-empty contiguous range within 0..{total}, got {units!r}")
+        self.shard = units
+        n = len(units)
         self.n_units = n
         self.tick = 0
         self.time_s = 0.0
@@ -136,17 +156,19 @@ class Farm:
         self.ocv, self.ocv_int = ocv_tables(self.kinds)
         start = 0
         for j, (group, p) in enumerate(zip(config.groups, self.kinds)):
-            sl = slice(start, start + group.count)
-            self.kind[sl] = j
             self._fill_kind(j, p)
-            self._fill_units(sl, j, group, p)
+            lo, hi = max(start, units.start), min(start + group.count, units.stop)
+            if lo < hi:      # the part of this group in the shard
+                sl = slice(lo - units.start, hi - units.start)
+                self.kind[sl] = j
+                self._fill_units(sl, j, group, p, slice(lo - start, hi - start))
             start += group.count
-        self.unit_id = np.arange(n, dtype=np.int64)   # farm-wide id: survives take() (shards)
+        self.unit_id = np.arange(units.start, units.stop, dtype=np.int64)   # farm-wide id
         self.vendor = np.array([p["vendor"] for p in self.kinds])[self.kind]
         self.model = np.array([p["model"] for p in self.kinds])[self.kind]
 
         self.flags = np.full(n, FLAG_ENABLED, dtype=np.uint16)
-        row = np.arange(n) // config.units_per_row
+        row = self.unit_id // config.units_per_row
         self.row = row.astype(np.int32)
         same_left = np.zeros(n, dtype=bool)
         same_left[1:] = row[1:] == row[:-1]
@@ -243,10 +265,12 @@ class Farm:
         kp[K_INV_COP_COOL] = 1.0 / kp[K_HVAC_COP_COOL]
         kp[K_INV_COP_HEAT] = 1.0 / kp[K_HVAC_COP_HEAT]
 
-    def _fill_units(self, sl: slice, j: int, group, p: dict) -> None:
-        count = sl.stop - sl.start
+    def _fill_units(self, sl: slice, j: int, group, p: dict, part: slice | None = None) -> None:
+        # the whole group's draws, so a shard's units get what they have in the whole farm
         rng = np.random.default_rng([self.config.seed, j])
-        draws = np.clip(rng.standard_normal((4, count)), -3.0, 3.0)
+        draws = np.clip(rng.standard_normal((4, group.count)), -3.0, 3.0)
+        if part is not None:
+            draws = draws[:, part]
         s = group.spread
         ns, npar = p["n_series"], p["n_parallel"]
         cap = p["cell_capacity_ah"] * npar * (1.0 + s.get("capacity", 0.0) * draws[0])
@@ -322,6 +346,9 @@ class Farm:
         adjacent &= (self.flags[idx[:-1]] & FLAG_NEIGHBOUR_RIGHT) != 0
         new.flags[1:][adjacent] |= FLAG_NEIGHBOUR_LEFT
         new.flags[:-1][adjacent] |= FLAG_NEIGHBOUR_RIGHT
+        ids = new.unit_id
+        contiguous = bool(np.all(np.diff(ids) == 1))
+        new.shard = range(int(ids[0]), int(ids[-1]) + 1) if contiguous else None
         new._refresh_dispatch()
         return new
 

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--api-host", default=None, help="REST API bind address (default 0.0.0.0)")
     r.add_argument("--api-port", type=int, default=None, help="REST API port (default 8000)")
     r.add_argument("--no-api", action="store_true", help="run without the REST API")
+    r.add_argument("--shard", default=None, metavar="INDEX/COUNT",
+                   help="run only shard INDEX of COUNT (whole rows of units; default $BESS_SHARD; "
+                        "BESS_SHARD_FROM_HOSTNAME=1 takes INDEX from the pod ordinal)")
     r.add_argument("--fresh", action="store_true",
                    help="start from the config, not from the newest checkpoint")
     r.add_argument("--state-dir", type=Path, default=None,

@@ -272,7 +272,7 @@ class History:
 
 
 # --------------------------------------------------------------------------------- the API
-def farm_schemas(n_units: int, max_rated_w: float) -> dict[str, dict]:
+def farm_schemas(n_units: int, max_rated_w: float, first: int = 0) -> dict[str, dict]:
     """SCHEMAS with this farm's limits filled in: the path's unit id below ``n_units`` (ids in
     bodies are checked by the handlers: 404 for a unit that does not exist), unit power within
     the largest rating (a unit of a smaller kind still refuses more than its own, with 422)."""
@@ -291,7 +291,7 @@ def farm_schemas(n_units: int, max_rated_w: float) -> dict[str, dict]:
             for v in node:
                 patch(v)
     patch(out)
-    out["x-n-units"] = n_units          # not a schema: read by _patched, dropped from the document
+    out["x-unit-range"] = (first, first + n_units - 1)   # read by _patched, not published
     return out
 
 
@@ -308,7 +308,7 @@ class Api:
         self.token = settings.token
         self.sse_clients = 0
         f = runtime.farm
-        self.schemas = farm_schemas(f.n_units, float(f.kpar[:, K_P_RATED].max()))
+        self.schemas = farm_schemas(f.n_units, float(f.kpar[:, K_P_RATED].max()), int(f.unit_id[0]))
 
     # ------------------------------------------------------------ helpers
     @property
@@ -318,22 +318,34 @@ class Api:
     def _pub(self):
         return self.rt.pub
 
+    @property
+    def _first(self) -> int:
+        """Farm-wide id of this process's first unit (0 unless it runs one shard)."""
+        return int(self.farm.unit_id[0])
+
+    def _where(self) -> str:
+        f = self.farm
+        return f"units {self._first}..{self._first + f.n_units - 1}" + (
+            " in this shard" if self._first or f.n_units < f.config.n_units else "")
+
     def _unit(self, request: Request) -> int:
+        """The local index of the unit in the path (ids are farm-wide)."""
         raw = request.path_params["unit_id"]
         try:
-            i = int(raw)
+            uid = int(raw)
         except ValueError:
             raise ApiError(422, f"unit_id: {raw!r} is not an integer", "unit_id") from None
-        if i < 0:
-            raise ApiError(422, f"unit_id: must be >= 0, got {i}", "unit_id")
-        if i >= self.farm.n_units:
-            raise ApiError(404, f"unit {i} does not exist (the farm has units 0..{self.farm.n_units - 1})",
-                           "unit_id")
+        if uid < 0:
+            raise ApiError(422, f"unit_id: must be >= 0, got {uid}", "unit_id")
+        i = uid - self._first
+        if not 0 <= i < self.farm.n_units:
+            raise ApiError(404, f"unit {uid} does not exist here ({self._where()})", "unit_id")
         return i
 
     def _selector(self, value) -> np.ndarray:
         """Unit ids from a list or a "0-9,20" string; 404 naming a unit that does not exist."""
         n = self.farm.n_units
+        first = self._first
         if value == "all":
             return np.arange(n, dtype=np.int64)
         if isinstance(value, str):
@@ -346,19 +358,18 @@ class Api:
                                         f"(units 0..{n - 1})", "units")
                 lo, hi = int(a.lstrip("0") or "0"), int(b.lstrip("0") or "0")
                 lo, hi = min(lo, hi), max(lo, hi)
-                if hi >= n:
-                    raise ApiError(404, f"units: unit {hi} does not exist (the farm has units "
-                                        f"0..{n - 1})", "units")
+                if hi >= first + n or lo < first:
+                    bad = hi if hi >= first + n else lo
+                    raise ApiError(404, f"units: unit {bad} does not exist here ({self._where()})", "units")
                 if len(ids) + hi - lo + 1 > MAX_UNITS_PER_WRITE:
                     raise ApiError(422, f"units: more than {MAX_UNITS_PER_WRITE} units in one write", "units")
                 ids.extend(range(lo, hi + 1))
         else:
             ids = [int(v) for v in value]
-        big = max(ids)
-        if big >= n:
-            raise ApiError(404, f"units: unit {big} does not exist (the farm has units 0..{n - 1})",
-                           "units")
-        return np.unique(np.array(ids, dtype=np.int64))
+        bad = [u for u in (min(ids), max(ids)) if not first <= u < first + n]
+        if bad:
+            raise ApiError(404, f"units: unit {bad[0]} does not exist here ({self._where()})", "units")
+        return np.unique(np.array(ids, dtype=np.int64)) - first
 
     def _accepted(self, tick: int, units: int | None = None) -> dict:
         d = {"accepted": True, "tick": int(tick)}
@@ -755,7 +766,8 @@ def openapi_document(schemas: dict[str, dict] | None = None, server_url: str | N
 def _patched(schema: dict, schemas: dict) -> dict:
     """A parameter schema with the farm's unit-id limit (as in :func:`farm_schemas`)."""
     if schema.get("x-unit-id"):
-        return {**schema, "maximum": schemas["x-n-units"] - 1}
+        lo, hi = schemas["x-unit-range"]
+        return {**schema, "minimum": lo, "maximum": hi}
     return schema
 
 

@@ -257,3 +257,27 @@ def test_a_shard_reports_the_same_measurements_as_the_whole_farm():
     shard = f.take(range(6, 12))
     assert np.array_equal(f.measure("temperature", range(6, 12)), shard.measure("temperature"))
     assert list(shard.unit_id) == list(range(6, 12))
+
+
+def test_a_shard_built_alone_equals_the_same_units_of_the_whole_farm():
+    from bess_farm.engine.farm import Farm, shard_range
+    from bess_farm.engine.config import parse_config
+    cfg = {"farm": {"seed": 4, "units_per_row": 5},
+           "units": [{"preset": "lfp-3.7mwh-20ft", "count": 12, "spread": {"capacity": 0.02, "r0": 0.05}},
+                     {"preset": "nmc-2.6mwh-20ft", "count": 11, "spread": {"capacity": 0.03}}]}
+    whole = Farm(parse_config(cfg))
+    parts = [shard_range(23, 5, i, 3) for i in range(3)]
+    assert [(r.start, r.stop) for r in parts] == [(0, 5), (5, 15), (15, 23)]
+    for r in parts:
+        alone = Farm(parse_config(cfg), units=r)
+        cut = whole.take(np.arange(r.start, r.stop))
+        assert alone.shard == r and cut.shard == r
+        for name in ("upar", "kind", "flags", "row", "unit_id", "dyn", "sensor_faults", "aging_state"):
+            assert np.array_equal(getattr(alone, name), getattr(cut, name), equal_nan=True), name
+        alone.set_farm_power(1e6)
+        cut.set_farm_power(1e6)
+        alone.step(1.0, 5)
+        cut.step(1.0, 5)
+        assert np.array_equal(alone.snapshot()["soc"], cut.snapshot()["soc"])
+    with pytest.raises(ValueError, match="at most one shard per row"):
+        shard_range(23, 5, 0, 6)
