@@ -302,8 +302,12 @@ class Api:
         from .modbus.vendor import parse_units
         self.rt = runtime
         self.s = settings
-        n = runtime.farm.n_units
-        units = parse_units(settings.history_units, n) if settings.history_units else np.zeros(0, np.int64)
+        f = runtime.farm
+        # history_units are farm-wide ids; a shard keeps those it owns
+        units = (parse_units(settings.history_units, f.config.n_units) if settings.history_units
+                 else np.zeros(0, np.int64))
+        first = int(f.unit_id[0])
+        units = units[(units >= first) & (units < first + f.n_units)] - first
         self.history = History(units, settings.history_length, settings.history_interval_s)
         self.token = settings.token
         self.sse_clients = 0
@@ -487,10 +491,10 @@ class Api:
     async def unit_history(self, request, body):
         i = self._unit(request)
         if i not in self.history.index:
-            raise ApiError(404, f"unit {i} keeps no history; list it in [api] history_units "
+            raise ApiError(404, f"unit {i + self._first} keeps no history; list it in [api] history_units "
                                 f"(now {self.s.history_units!r})", "unit_id")
         data = self.history.of(i)
-        return {"id": i, "interval_s": self.history.interval_s, "fields": list(History.FIELDS),
+        return {"id": i + self._first, "interval_s": self.history.interval_s, "fields": list(History.FIELDS),
                 "states": list(STATE_NAMES),
                 "samples": [[_finite(x) for x in row] for row in data]}
 

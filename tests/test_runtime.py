@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 
 import pytest
 
@@ -149,3 +150,45 @@ def test_trips_are_logged(caplog):
     runaway = [r for r in caplog.records if r.getMessage() == "thermal runaway"]
     assert runaway and runaway[0].fields["unit"] == 0
     assert runaway[0].levelno == logging.CRITICAL
+
+
+def test_parse_shard(monkeypatch):
+    from bess_farm.interfaces.runtime import parse_shard
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
+    with pytest.raises(ValueError, match="index must be in 0..3"):
+        parse_shard("4/4")
+    with pytest.raises(ValueError, match="INDEX/COUNT"):
+        parse_shard("x/4")
+    monkeypatch.setattr(socket, "gethostname", lambda: "bess-farm-3")
+    assert parse_shard("/4", from_hostname=True) == (3, 4)
+    monkeypatch.setattr(socket, "gethostname", lambda: "laptop")
+    with pytest.raises(ValueError, match="pod ordinal"):
+        parse_shard("/4", from_hostname=True)
+
+
+def test_a_shard_serves_its_own_units_by_farm_wide_id(tmp_path):
+    import json as _json
+    import urllib.request
+
+    from bess_farm.interfaces.runtime import RuntimeThread, load_site_config
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[farm]\nunits_per_row = 4\n[[units]]\npreset = "lfp-3.7mwh-20ft"\ncount = 16\n')
+    site = load_site_config(cfg)
+    site.run.checkpoints = False
+    site.run.shard = (1, 2)
+    site.modbus.host = site.api.host = "127.0.0.1"
+    site.modbus.port, site.api.port = free_port(), free_port()
+    site.run.duration_s = 60
+    with RuntimeThread(site) as th:
+        f = th.runtime.farm
+        assert f.n_units == 8 and int(f.unit_id[0]) == 8
+        c = RawClient(site.modbus.port)
+        sn = c.read(1, 40002 + 2 + 48, 16)                   # model 1 SN of device 1
+        assert bytes(b for w in sn for b in (w >> 8, w & 0xFF)).rstrip(b"\0").endswith(b"0000008")
+        c.close()
+        base = f"http://127.0.0.1:{site.api.port}"
+        with urllib.request.urlopen(base + "/api/v1/units/9", timeout=10) as r:
+            assert _json.loads(r.read())["id"] == 9
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/api/v1/units/3", timeout=10)
+        assert e.value.code == 404 and b"in this shard" in e.value.read()
