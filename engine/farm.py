@@ -632,7 +632,24 @@ class Farm:
             return False
         return self._enqueue(apply)
 
+    @property
+    def pending_commands(self) -> int:
+        """Commands queued for the next tick."""
+        with self._lock:
+            return len(self._pending)
+
+    def call_at_next_tick(self, fn: Callable[[], bool]) -> int:
+        """Queue ``fn`` to run at the next tick boundary, after the commands queued before it
+        (for controllers that must act between ticks, e.g. chaos faults). ``fn`` returns True
+        when it changed something the dispatch depends on. Returns the tick it runs at."""
+        return self._enqueue(fn)
+
     # ------------------------------------------------------------------ reading
+    @property
+    def farm_profile(self) -> Profile:
+        """The farm power profile the dispatch follows (as last set)."""
+        return self._farm_profile
+
     @property
     def farm_power_setpoint_w(self) -> float:
         """The farm setpoint [W] at the present simulated time."""
