@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", default=None, metavar="INDEX/COUNT",
                    help="run only shard INDEX of COUNT (whole rows of units; default $BESS_SHARD; "
                         "BESS_SHARD_FROM_HOSTNAME=1 takes INDEX from the pod ordinal)")
+    r.add_argument("--scenario", default=None, metavar="NAME|FILE",
+                   help="start a chaos scenario (a built-in name or a TOML file; docs/chaos.md)")
     r.add_argument("--fresh", action="store_true",
                    help="start from the config, not from the newest checkpoint")
     r.add_argument("--state-dir", type=Path, default=None,
@@ -189,7 +191,8 @@ def _simulate(args) -> int:
 # through interfaces/client.py (urllib only, so they answer at once). Tables for people, --json for
 # scripts; exit codes 0 done, 1 refused by the farm, 2 usage, 3 unreachable.
 
-_LIVE_COMMANDS = ("status", "units", "unit", "setpoint", "reset", "enable", "disable", "mode")
+_LIVE_COMMANDS = ("status", "units", "unit", "setpoint", "reset", "enable", "disable", "mode",
+                  "scenario")
 _DISPATCH_PROFILES = ("daily-arbitrage", "idle", "constant", "frequency-regulation", "peak-shaving")
 _POWER_UNITS = {"": 1.0, "w": 1.0, "kw": 1e3, "mw": 1e6, "gw": 1e9}
 _POWER_RE = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([kKmMgG]?[wW])?\s*")
@@ -317,6 +320,14 @@ def _add_live_commands(sub) -> None:
     m.add_argument("mode", choices=("auto", "manual"))
     selector_group(m, "set the mode of")
 
+    sc = add("scenario", "chaos scenarios of a running farm: list, start, stop, active, events",
+             "list: the built-in scenarios and the one running; start NAME|FILE: start a built-in "
+             "scenario by name, or send a scenario file (docs/chaos.md); stop: revert every fault; "
+             "active: the faults now active; events: fault starts and ends (--since SEQ).")
+    sc.add_argument("action", choices=("list", "start", "stop", "active", "events"))
+    sc.add_argument("scenario", nargs="?", metavar="NAME|FILE", help="with start")
+    sc.add_argument("--since", type=_count(0, None), default=0, help="with events: after this seq")
+
 
 class _UsageError(Exception):
     """A usage problem found after parsing (exit 2)."""
@@ -329,7 +340,7 @@ def _live(args) -> int:
         client = Client(args.url, token, args.timeout)
         handler = {"status": _cmd_status, "units": _cmd_units, "unit": _cmd_unit,
                    "setpoint": _cmd_setpoint, "reset": _cmd_write, "enable": _cmd_write,
-                   "disable": _cmd_write, "mode": _cmd_write}[args.command]
+                   "disable": _cmd_write, "mode": _cmd_write, "scenario": _cmd_scenario}[args.command]
         return handler(client, args)
     except _UsageError as exc:
         return _fail(str(exc))
@@ -615,3 +626,65 @@ def _cmd_write(client, args) -> int:
     label = "all units" if args.all else f"units {units}"
     return _accepted(f"{what} of {label}", client.post(f"/api/v1/units/{route}", {"units": units, key: value}),
                      args)
+
+
+# ----------------------------------------------------------------- chaos scenarios
+def _cmd_scenario(client, args) -> int:
+    act = args.action
+    if act != "start" and args.scenario:
+        raise _UsageError(f"scenario {act} takes no NAME|FILE")
+    if act == "list":
+        r = client.get("/api/v1/scenarios")
+        if args.json:
+            _print_json(r)
+            return 0
+        rows = [[b["name"], _duration(b.get("duration_s")) if b.get("duration_s") else "open-ended",
+                 (b.get("description") or "")[:70]] for b in r["builtin"]]
+        print(_table(["scenario", "duration", "description"], rows, set()))
+        st = r["status"]
+        print(f"\nrunning: {st['scenario']['name']} ({st['active']} faults active)" if st.get("running")
+              else "\nrunning: none")
+        return 0
+    if act == "start":
+        if not args.scenario:
+            raise _UsageError("scenario start needs a built-in NAME or a FILE")
+        path = Path(args.scenario)
+        if path.is_file():
+            try:
+                body = {"toml": path.read_text(encoding="utf-8")}
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _UsageError(f"cannot read {path}: {exc}") from None
+        else:
+            body = {"name": args.scenario}
+        r = client.post("/api/v1/scenarios/start", body)
+        if args.json:
+            _print_json(r)
+        else:
+            print(f"scenario {r['scenario']['name']!r} accepted, starts at tick {r['tick']}")
+        return 0
+    if act == "stop":
+        r = client.post("/api/v1/scenarios/stop", {})
+        if args.json:
+            _print_json(r)
+        else:
+            print(f"stopped: {r['reverted']} fault(s) reverted at tick {r['tick']}")
+        return 0
+    if act == "active":
+        r = client.get("/api/v1/scenarios/active")
+        if args.json:
+            _print_json(r)
+            return 0
+        rows = [[str(a.get("id")), a.get("fault", ""), str(a.get("units", "")),
+                 _duration(a.get("start_s")), _duration(a.get("end_s")) if a.get("end_s") else "-"]
+                for a in r["faults"]]
+        print(_table(["id", "fault", "units", "since (sim)", "until (sim)"], rows, {0}) if rows
+              else "no active faults")
+        return 0
+    r = client.get("/api/v1/events", {"since": args.since})
+    if args.json:
+        _print_json(r)
+        return 0
+    from bess_farm.interfaces.chaos import event_text
+    for e in r["events"]:
+        print(f"{e['seq']:>5}  {_duration(e.get('time_s'))}  {event_text(e)}")
+    return 0

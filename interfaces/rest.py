@@ -116,7 +116,9 @@ SCHEMAS: dict[str, dict] = {
                             "e_ac_discharged_wh": _NUM, "capacity_ah": _NUM, "mode": {"enum": ["auto", "manual"]},
                             "enabled": {"type": "boolean"}, "setpoint_w": _NUM, "soc_rsv_min": _NUM,
                             "soc_rsv_max": _NUM, "trips": _INT, "tick": _INT, "time_s": _NUM,
-                            "modbus": {"type": ["object", "null"]}}},
+                            "modbus": {"type": ["object", "null"]},
+                            "scada": {"type": "object", "description": "what SCADA sees: reachable, "
+                                                                      "the communication fault"}}},
     "History": {"type": "object", "required": ["id", "interval_s", "samples"],
                 "properties": {"id": _INT, "interval_s": _NUM, "fields": {"type": "array"},
                                "states": {"type": "array", "items": {"type": "string"},
@@ -146,6 +148,24 @@ SCHEMAS: dict[str, dict] = {
     "Reset": {"type": "object", "additionalProperties": False,
               "properties": {"units": UNIT_SELECTOR}},
     "Empty": {"type": "object", "additionalProperties": False, "properties": {}},
+    "ScenarioStart": {"type": "object", "additionalProperties": False,
+                      "description": "a built-in scenario by name, or a scenario file's TOML text",
+                      "properties": {"name": {"type": "string", "maxLength": 200},
+                                     "toml": {"type": "string", "maxLength": 60000}}},
+    "Scenarios": {"type": "object", "required": ["builtin", "status"],
+                  "properties": {"builtin": {"type": "array", "items": {"type": "object"}},
+                                 "status": {"type": "object"}}},
+    "ActiveFaults": {"type": "object", "required": ["status", "faults"],
+                     "properties": {"status": {"type": "object"},
+                                    "faults": {"type": "array", "items": {"type": "object"}},
+                                    "comm_faults": {"type": "object"}}},
+    "Events": {"type": "object", "required": ["events", "last"],
+               "properties": {"events": {"type": "array", "items": {"type": "object"}},
+                              "last": {"type": "integer"}}},
+    "ScenarioAccepted": {"type": "object", "required": ["accepted", "tick"],
+                         "properties": {"accepted": {"type": "boolean"}, "tick": {"type": "integer"},
+                                        "scenario": {"type": ["object", "null"]},
+                                        "reverted": {"type": "integer"}}},
 }
 
 
@@ -206,6 +226,21 @@ ROUTES: list[RouteSpec] = [
               "stream", params=[Param("rate_hz", "query", {"type": "number", "minimum": 1,
                                                            "maximum": 10}, "events per second")],
               content_type="text/event-stream"),
+    RouteSpec("GET", "/api/v1/scenarios", "scenarios", "Built-in chaos scenarios and the one running",
+              "scenarios", response="Scenarios"),
+    RouteSpec("GET", "/api/v1/scenarios/active", "scenario_active", "Active faults of the running "
+              "scenario", "scenario_active", response="ActiveFaults"),
+    RouteSpec("GET", "/api/v1/events", "events", "Fault and scenario events (start, end), oldest "
+              "first; poll with since= the last seq seen (Grafana annotations)", "events_route",
+              response="Events", params=[
+                  Param("since", "query", {"type": "integer", "minimum": 0}, "events after this seq"),
+                  Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 2000})]),
+    RouteSpec("POST", "/api/v1/scenarios/start", "scenario_start", "Start a chaos scenario (409 "
+              "while one runs)", "scenario_start", body="ScenarioStart", response="ScenarioAccepted",
+              write=True),
+    RouteSpec("POST", "/api/v1/scenarios/stop", "scenario_stop", "Stop the running scenario and "
+              "revert its faults", "scenario_stop", body="Empty", response="ScenarioAccepted",
+              write=True, body_required=False),
     RouteSpec("POST", "/api/v1/farm/setpoint", "farm_setpoint", "Farm AC power setpoint (replaces "
               "the local dispatch profile)", "farm_setpoint", body="FarmSetpoint", response="Accepted",
               write=True),
@@ -486,6 +521,8 @@ class Api:
             "soc_rsv_min": _finite(dv.upar[SOC_RSV_MIN, i]), "soc_rsv_max": _finite(dv.upar[SOC_RSV_MAX, i]),
             "trips": int(dv.upar[TRIPS, i]), "tick": pub.tick, "time_s": pub.time_s,
             "modbus": {"port": port, "device_id": dev} if i < dv.units_served else None,
+            "scada": {"reachable": not self.rt.chaos.comm.unreachable(i),
+                      "comm_fault": self.rt.chaos.comm.mode(i)},
         }
 
     async def unit_history(self, request, body):
@@ -516,6 +553,50 @@ class Api:
                 self.sse_clients -= 1
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # ------------------------------------------------------------ chaos
+    async def scenarios(self, request, body):
+        from .chaos import list_builtin
+        builtin = [{k: v for k, v in b.items() if k != "path"} for b in list_builtin()]
+        return {"builtin": builtin, "status": _jsonable(self.rt.chaos.status())}
+
+    async def scenario_active(self, request, body):
+        ch = self.rt.chaos
+        first = self._first
+        return {"status": _jsonable(ch.status()), "faults": _jsonable(ch.active()),
+                "comm_faults": {str(int(u) + first): m for u, m in ch.comm.units().items()}}
+
+    async def events_route(self, request, body):
+        q = request.query_params
+        since = int(q.get("since", 0))
+        limit = int(q.get("limit", 500))
+        events = self.rt.chaos.events_since(since, limit)
+        return {"events": _jsonable(events), "last": events[-1]["seq"] if events else since}
+
+    async def scenario_start(self, request, body):
+        from .chaos import ChaosError, ScenarioError, list_builtin, load_scenario, parse_scenario
+        if ("name" in body) == ("toml" in body):
+            raise ApiError(422, "body: give exactly one of 'name' (a built-in scenario) or 'toml'",
+                           "name")
+        names = [b["name"] for b in list_builtin()]
+        if "name" in body and body["name"] not in names:       # never a path on the server
+            raise ApiError(422, f"name: unknown built-in scenario {body['name']!r}; known: "
+                                f"{', '.join(names)} (or send the file as 'toml')", "name")
+        try:
+            sc = (load_scenario(body["name"]) if "name" in body
+                  else parse_scenario(body["toml"], source="request"))
+            summary = self.rt.chaos.start(sc)
+        except ScenarioError as exc:
+            raise ApiError(422, str(exc), "name" if "name" in body else "toml") from None
+        except ChaosError as exc:
+            raise ApiError(409, str(exc)) from None
+        self.rt.audit("scenario start", scenario=summary.get("name"))
+        return {"accepted": True, "tick": self.farm.tick + 1, "scenario": _jsonable(summary)}
+
+    async def scenario_stop(self, request, body):
+        n = self.rt.chaos.stop("stopped by the API")
+        self.rt.audit("scenario stop", reverted=n)
+        return {"accepted": True, "tick": self.farm.tick + 1, "reverted": int(n), "scenario": None}
 
     # ------------------------------------------------------------ writes
     async def farm_setpoint(self, request, body):
@@ -693,6 +774,21 @@ def _finite(v):
     return x if math.isfinite(x) else None
 
 
+def _jsonable(x):
+    """Chaos records (numpy ids and floats, tuples) as JSON values; non-finite numbers as null."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer, float, np.floating)):
+        return _finite(x)
+    return x
+
+
 def _alarm_names(bits: int) -> list[str]:
     return [n for b, n in enumerate(ALARM_NAMES) if bits >> b & 1]
 
@@ -704,6 +800,7 @@ def _error(status: int, message: str, field: str | None, headers: dict | None = 
 
 # --------------------------------------------------------------------------------- OpenAPI
 _ERRORS = {400: "Malformed request (not JSON)", 401: "Missing or wrong bearer token",
+           409: "A scenario is already running",
            404: "No such route or unit", 413: "Body larger than 64 KiB",
            415: "Body is not application/json", 422: "A field breaks a rule (named in the body)",
            503: "Not ready"}
@@ -734,6 +831,8 @@ def openapi_document(schemas: dict[str, dict] | None = None, server_url: str | N
             responses["200"] = {"description": "OK", "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{spec.response}"}}}}
         codes = [422, 503]
+        if spec.name == "scenario_start":
+            codes.append(409)
         if spec.write or spec.body:
             codes += [400, 401, 413, 415]
         if any(p.where == "path" for p in spec.params) or (spec.body and "units" in

@@ -46,7 +46,7 @@ log = logging.getLogger("bess.runtime")
 _MODBUS_KEYS = {"host", "port", "units_per_port", "max_ports", "plant_device_id", "revert_timeout_s",
                 "ac_voltage_v", "grid_hz", "max_connections", "vendor_map"}
 _RUNTIME_KEYS = {"tick_hz", "speed", "overrun", "max_catch_up", "profile", "power_w", "engine_threads",
-                 "state_dir", "checkpoint_interval_s", "checkpoint_keep", "checkpoints"}
+                 "state_dir", "checkpoint_interval_s", "checkpoint_keep", "checkpoints", "scenario"}
 #: Below this many units the tick runs on one thread (auto): a serial tick of 250,000 units takes
 #: about 12 ms, and leaving the other core to the event loop keeps the tick from waiting on a
 #: thread that the loop has pushed off its core.
@@ -87,6 +87,7 @@ class RunSettings:
     checkpoint_keep: int = 2
     fresh: bool = False                   # ignore existing checkpoints (--fresh)
     shard: tuple[int, int] | None = None  # (index, count): run only this shard's units
+    scenario: str | None = None           # chaos scenario to start with (name or file)
 
 
 @dataclass
@@ -173,6 +174,12 @@ def load_site_config(path: Path | None) -> SiteConfig:
             if not isinstance(value, bool):
                 raise SiteConfigError(f"{where}: expected true or false")
             rs.checkpoints = value
+        elif key == "scenario":
+            if not isinstance(value, str) or not value:
+                raise SiteConfigError(f"{where}: expected a built-in scenario name or a file")
+            sc = Path(value)
+            rs.scenario = str(Path(path).parent / sc) if (path is not None and not sc.is_absolute()
+                                                          and (Path(path).parent / sc).exists()) else value
         elif key == "state_dir":
             if not isinstance(value, str) or not value:
                 raise SiteConfigError(f"{where}: expected a directory path")
@@ -410,6 +417,7 @@ class Runtime:
         self.store = None
         self._saved_tick = -1
         self.telemetry = None
+        self.chaos = None
         self._step_s = 0.0
         self._http = None
         self._http_task = None
@@ -481,11 +489,22 @@ class Runtime:
             self.profile = self._local_profile()
             if self.profile is not None:
                 farm.set_farm_profile(self.profile)
+        from .chaos import ChaosEngine, load_scenario
+        self.chaos = ChaosEngine(farm)
+        if rs.scenario:
+            # ScenarioError (file, line, reason) stops the start before anything is applied
+            self.chaos.start(load_scenario(rs.scenario), t0=farm.time_s)
         vendor = load_vendor_maps(site.vendor_maps, farm) if site.vendor_maps else {}
         self.devices = FarmDevices(farm, ms, local_profile=self.profile, vendor_maps=vendor,
                                    on_event=self._device_event)
+        self.devices.comm = self.chaos.comm
         if restored_ckpt is not None:
             self.devices.controls.restore(restored_ckpt.extra_arrays, farm.time_s)
+            if restored_ckpt.extra.get("scenario"):
+                event(log, logging.WARNING, "restored during a scenario",
+                      scenario=restored_ckpt.extra["scenario"],
+                      hint="the checkpoint keeps the faults' effects, not the scenario; "
+                           "restart it or use --fresh")
         await loop.run_in_executor(self._pool, self._step, 1)   # compiles or loads the kernels
         self.pub = self._next_pub
         self.devices.refresh()
@@ -573,6 +592,7 @@ class Runtime:
         Returns the buffer published before the step and the number of units whose state changed
         or that raised an alarm (their indices, up to EVENT_CAP, are in ``self._events``)."""
         f = self.farm
+        self.chaos.advance(f.time_s)            # due faults become commands of this step
         pending = bool(f._pending)
         clock = float(f._aging_clock[0])
         prev = f._src
@@ -666,7 +686,8 @@ class Runtime:
         if self.store is None:
             return None
         extra = {"profile": self.site.run.profile, "power_w": self.site.run.power_w,
-                 "dispatch": self.dispatch_name}
+                 "dispatch": self.dispatch_name,
+                 "scenario": self.chaos.scenario.name if self.chaos and self.chaos.scenario else None}
         arrays = self.devices.controls.export()          # copied here, on the loop thread
         t = time.perf_counter()
         try:
@@ -743,6 +764,9 @@ class Runtime:
         for s in self.servers:
             await s.shutdown()
         self.servers = []
+        # a clean stop leaves no fault behind: the scenario's reverts go into the checkpoint
+        if self.chaos is not None and self.chaos.running:
+            self.chaos.stop("shutdown")
         # the current tick is finished (run() checks for stop between ticks): save it
         if self.store is not None and self.pub is not None and self.devices is not None \
                 and self.farm.tick != self._saved_tick:
@@ -888,6 +912,8 @@ def main(args) -> int:
         rs.checkpoint_interval_s = args.checkpoint_interval
     if getattr(args, "no_checkpoints", False):
         rs.checkpoints = False
+    if getattr(args, "scenario", None):
+        rs.scenario = args.scenario
     try:
         rs.shard = parse_shard(getattr(args, "shard", None) or os.environ.get("BESS_SHARD"),
                                os.environ.get("BESS_SHARD_FROM_HOSTNAME", "") not in ("", "0"))
@@ -897,7 +923,7 @@ def main(args) -> int:
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(site))
-    except (SiteConfigError, OSError) as exc:
+    except (SiteConfigError, OSError, ValueError) as exc:      # ScenarioError is a ValueError
         print(f"bess: error: {exc}", file=sys.stderr)
         return 2
     return 0

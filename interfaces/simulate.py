@@ -72,6 +72,9 @@ def add_arguments(s: argparse.ArgumentParser, parse_duration, positive_float, fi
     s.add_argument("--ambient", type=Path, default=None,
                    help="CSV with time_s and ambient_c columns (overrides the config's ambient)")
     s.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    s.add_argument("--scenario", default=None, metavar="NAME|FILE",
+                   help="a chaos scenario on the run's timeline (built-in name or TOML file; "
+                        "docs/chaos.md); its events go to events.csv")
     s.add_argument("--units", default=None,
                    help="units to record as time series, e.g. 0,5,10-12 (default: none)")
     s.add_argument("--format", choices=("csv", "parquet"), default="csv")
@@ -335,6 +338,16 @@ def run(args) -> int:
             print("bess: compiling the engine's kernels once (about half a minute); later runs start "
                   "at once", file=sys.stderr)
 
+    chaos = None
+    if args.scenario:
+        from .chaos import ChaosEngine, load_scenario
+        from .runtime import setup_logging
+        setup_logging("plain", "warning" if not args.quiet else "error")   # faults: events.csv
+        try:
+            chaos = ChaosEngine(farm)
+            chaos.start(load_scenario(args.scenario), t0=farm.time_s)
+        except ValueError as exc:        # ScenarioError: file, line, reason; nothing applied
+            raise SimulateError(str(exc)) from None
     unit_ids = parse_unit_list(args.units, farm.n_units) if args.units else None
     unit_setpoints = None
     rated = float(farm.kpar[farm.kind, K_P_RATED].sum())
@@ -397,7 +410,15 @@ def run(args) -> int:
             n = min(per_row, total_steps - done)
             if unit_setpoints is not None:
                 unit_setpoints.apply(farm, farm.time_s)
-            agg = farm.step(dt, n)
+            if chaos is None:
+                agg = farm.step(dt, n)
+            else:        # faults apply at the first step that starts at or after their time
+                left = n
+                while left:
+                    chaos.advance(farm.time_s)
+                    m = chaos.steps_until_due(dt, left)
+                    agg = farm.step(dt, m)
+                    left -= m
             done += n
             stamp = (start + timedelta(seconds=farm.time_s)).isoformat()
             farm_table.write([farm.time_s, stamp] + [
@@ -422,6 +443,16 @@ def run(args) -> int:
         if unit_table is not None:
             unit_table.close()
     wall = time.perf_counter() - wall0
+    if chaos is not None:
+        import csv
+        with open(out / "events.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["seq", "time_s", "tick", "kind", "fault", "units", "text"])
+            from .chaos import event_text
+            for e in chaos.events:
+                w.writerow([e["seq"], e.get("time_s"), e.get("tick"), e["kind"], e.get("fault", ""),
+                            e.get("units", ""), event_text(e)])
+        run_info["scenario"] = chaos.scenario.name if chaos.scenario else args.scenario
     summary = TableWriter(out / "units", SUMMARY_COLUMNS, args.format)
     snap = farm.snapshot()
     for i in range(farm.n_units):

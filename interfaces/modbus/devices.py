@@ -146,6 +146,8 @@ class FarmDevices:
         self._flags_next = np.array(farm.flags)
         self._next_ready = False
         self.pub: Published | None = None          # set by the runtime; None: read the farm live
+        self.comm = None                            # chaos CommFaults (set by the runtime)
+        self.delay_s = 0.0                          # set by read/write: answer this much later
         self.local_profile = local_profile          # farm dispatch when the plant is not in control
         self.on_event = on_event or (lambda kind, fields: None)
         ports_needed = max(1, -(-n // settings.units_per_port))
@@ -277,7 +279,7 @@ class FarmDevices:
         d = self.device(port_index, dev_id)
         if d is None:
             raise ModbusError(GATEWAY_NO_RESPONSE, f"no device {dev_id} on this port")
-        if d < self.n and self._flags[d] & FLAG_COMM_FAULT:
+        if d < self.n and not self._reachable(d):
             return None                                  # the unit's comms are down: no answer
         rm = self.map_of(d)
         regs = rm.read(self.quantities(d), address, count)
@@ -289,6 +291,22 @@ class FarmDevices:
                 for j in range(max(a, off), min(a + count, off + size)):
                     regs[j - a] = sn[j - off]
         return regs
+
+    def _reachable(self, d: int) -> bool:
+        """Whether unit ``d`` answers; sets :attr:`delay_s` for a late answer and raises
+        exception 0x0B for a gateway that cannot reach it (chaos communication faults)."""
+        self.delay_s = 0.0
+        if self.comm is not None and len(self.comm):
+            mode, delay = self.comm.comm_behaviour(d)
+            if mode == "silent":
+                return False
+            if mode == "exception_0b":
+                raise ModbusError(GATEWAY_NO_RESPONSE, f"unit {int(self.farm.unit_id[d])}: no "
+                                                       f"response from the device (communication fault)")
+            if mode == "latency" and delay is not None:
+                self.delay_s = float(delay())
+            return True
+        return not (self._flags[d] & FLAG_COMM_FAULT)
 
     def serial(self, d: int) -> str:
         if d == self.n:
@@ -367,7 +385,7 @@ class FarmDevices:
         d = self.device(port_index, dev_id)
         if d is None:
             raise ModbusError(GATEWAY_NO_RESPONSE, f"no device {dev_id} on this port")
-        if d < self.n and self._flags[d] & FLAG_COMM_FAULT:
+        if d < self.n and not self._reachable(d):
             return False
         rm = self.map_of(d)
         changes = {p.target: v for p, v in rm.decode_write(address, words)}

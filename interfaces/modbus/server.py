@@ -21,6 +21,7 @@ are encoded from the engine's published tick at request time (:mod:`.devices`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -101,6 +102,10 @@ class _Connection(ServerRequestHandler):
         super().close(reconnect)
         self.callback_disconnected(None)
 
+    def _write_late(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
     def pause_writing(self) -> None:            # the client does not read its answers: stop reading
         if self.transport:
             self.transport.pause_reading()
@@ -138,7 +143,13 @@ class _Connection(ServerRequestHandler):
                 outcome = "silent" if reply is None else "exception" if reply[0] & 0x80 else "ok"
                 observe(pdu[0], self.owner.model_label(uid, pdu), outcome, dt)
             if reply is not None:
-                out.append(_HDR.pack(tid, 0, len(reply) + 1, uid) + reply)
+                frame = _HDR.pack(tid, 0, len(reply) + 1, uid) + reply
+                delay = self.owner.devices.delay_s
+                if delay > 0:            # a unit that answers late (chaos): the rest goes on
+                    self.owner.devices.delay_s = 0.0
+                    asyncio.get_running_loop().call_later(delay, self._write_late, frame)
+                else:
+                    out.append(frame)
         if pos:
             del buf[:pos]
         if out and self.transport:
