@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a farm config file")
     c.add_argument("config", type=Path)
+    from bess_farm.interfaces.probe import add_parser as add_probe_parser
+    add_probe_parser(sub)
     _add_live_commands(sub)
     return p
 
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             return _presets(args)
         if args.command == "check-config":
             return _check_config(args)
+        if args.command == "probe":
+            from bess_farm.interfaces.probe import run as probe_run
+            return probe_run(args)
         if args.command in _LIVE_COMMANDS:
             return _live(args)
     except KeyboardInterrupt:

@@ -506,6 +506,7 @@ class Runtime:
                       hint="the checkpoint keeps the faults' effects, not the scenario; "
                            "restart it or use --fresh")
         await loop.run_in_executor(self._pool, self._step, 1)   # compiles or loads the kernels
+        self.stats.last_tick_wall = time.monotonic()
         self.pub = self._next_pub
         self.devices.refresh()
         self.devices.publish_refresh(self.pub)
