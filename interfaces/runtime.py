@@ -442,6 +442,9 @@ class Runtime:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="bess-engine", initializer=numba.set_num_threads,
             initargs=(self.threads,))
+        from bess_farm.engine._cache_guard import kernels_cached
+        if not kernels_cached():
+            event(log, logging.INFO, "compiling the engine's kernels (first run only, about a minute)")
         self.store = None
         restored_ckpt = None
         now = time.gmtime()
