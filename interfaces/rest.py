@@ -148,10 +148,12 @@ SCHEMAS: dict[str, dict] = {
     "Reset": {"type": "object", "additionalProperties": False,
               "properties": {"units": UNIT_SELECTOR}},
     "Empty": {"type": "object", "additionalProperties": False, "properties": {}},
-    "ScenarioStart": {"type": "object", "additionalProperties": False,
-                      "description": "a built-in scenario by name, or a scenario file's TOML text",
-                      "properties": {"name": {"type": "string", "maxLength": 200},
-                                     "toml": {"type": "string", "maxLength": 60000}}},
+    "ScenarioStart": {"description": "a built-in scenario by name, or a scenario file's TOML text",
+                      "oneOf": [
+                          {"type": "object", "additionalProperties": False, "required": ["name"],
+                           "properties": {"name": {"type": "string", "maxLength": 200}}},
+                          {"type": "object", "additionalProperties": False, "required": ["toml"],
+                           "properties": {"toml": {"type": "string", "maxLength": 60000}}}]},
     "Scenarios": {"type": "object", "required": ["builtin", "status"],
                   "properties": {"builtin": {"type": "array", "items": {"type": "object"}},
                                  "status": {"type": "object"}}},
@@ -348,6 +350,9 @@ class Api:
         self.sse_clients = 0
         f = runtime.farm
         self.schemas = farm_schemas(f.n_units, float(f.kpar[:, K_P_RATED].max()), int(f.unit_id[0]))
+        from .chaos import list_builtin
+        self.schemas["ScenarioStart"]["oneOf"][0]["properties"]["name"]["enum"] = \
+            [b["name"] for b in list_builtin()]
 
     # ------------------------------------------------------------ helpers
     @property

@@ -50,6 +50,10 @@ def validate(value: Any, schema: dict, path: str = "") -> None:
                 # one branch of the value's own type: its error is the useful one
                 typed = [e for sub, e in zip(schema[key], errors)
                          if "type" in sub and _TYPES[sub["type"]](value)] if ok == 0 else []
+                if len(typed) > 1 and isinstance(value, dict):
+                    # objects told apart by their required fields: the branch whose fields are here
+                    typed = [e for sub, e in zip(schema[key], errors)
+                             if sub.get("type") == "object" and set(sub.get("required", ())) <= set(value)]
                 if len(typed) == 1:
                     raise typed[0]
                 what = " or ".join(_describe(s) for s in schema[key])
@@ -108,6 +112,8 @@ def _article(t: str) -> str:
 
 def _describe(s: dict) -> str:
     t = s.get("type", "a value")
+    if t == "object" and s.get("required"):
+        return "an object with " + " and ".join(repr(r) for r in s["required"])
     if isinstance(t, list):
         return " or ".join(_article(x) for x in t)
     if t == "string" and "pattern" in s:

@@ -200,15 +200,24 @@ def test_schemathesis_finds_nothing(farm_api, with_token, tmp_path):
     st = shutil.which("schemathesis") or shutil.which("st")
     if st is None:
         pytest.skip("schemathesis is not installed (pip install 'bess-farm[test]')")
-    cmd = [st, "run", farm_api.url + "/openapi.json", "--checks", "all", "--max-examples", "25",
-           "--exclude-path", "/api/v1/stream", "--request-timeout", "5", "--seed", "1",
-           "--suppress-health-check", "all"]
+    base = [st, "run", farm_api.url + "/openapi.json", "--max-examples", "25", "--request-timeout", "5",
+            "--seed", "1", "--suppress-health-check", "all"]
     if with_token:
-        cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-6000:]
+        base += ["-H", f"Authorization: Bearer {TOKEN}"]
+    # A scenario file is TOML inside a JSON string: no schema says which strings are valid
+    # scenarios, so "schema-valid data is accepted" cannot hold for that one route (a bad file is
+    # a 422 naming file, line and reason: tests/test_chaos_runtime.py). Every other check runs on
+    # it, and every check on every other route. The SSE stream never ends: tested on its own.
+    runs = [base + ["--checks", "all", "--exclude-path", "/api/v1/stream",
+                    "--exclude-path", "/api/v1/scenarios/start"],
+            base + ["--checks", "all", "--exclude-checks", "positive_data_acceptance",
+                    "--include-path", "/api/v1/scenarios/start"]]
+    for cmd in runs:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-6000:]
     rt = farm_api.runtime
     assert rt.ready.is_set() and rt.pub.tick > 0
+    farm_api.call(rt.chaos.stop)          # whatever the fuzzer started
 
 
 def test_read_routes_can_be_closed_and_cors_is_off_unless_configured(tmp_path):

@@ -142,7 +142,7 @@ def test_chaos_counts_when_present(tmp_path):
         t, reader = start(rt)
         try:
             m = collect(reader)
-            assert [p.value for _, p in m["bess.chaos.faults.active"]] == [0]     # no chaos: zero
+            assert all(p.value == 0 for _, p in m["bess.chaos.faults.active"])   # no faults: zero
             rt.chaos = Chaos()
             m = collect(reader)
             assert value(m["bess.chaos.faults.active"], fault_type="hvac_failure") == 2
