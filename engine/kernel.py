@@ -71,13 +71,21 @@ def dispatch_coefficients(farm_w, agg, disp):
         disp[D_BETA] = 1.0
 
 
-# Scratch rows of one block (float64 and int64), reused by every block a thread processes.
-S_OCV0, S_HDIS, S_HCHG, S_PREQ, S_LOSS, S_CUR, S_SLOPE, S_SOC1, S_OCV1, S_F0, S_F1 = range(11)
-S_OCVAVG, S_VRCA, S_EDC, S_ELOSS, S_HEAT, S_VTERM, S_PAC, S_PDC, S_TEMP1, S_PHVAC = range(11, 21)
-S_QRW, S_TNB, S_TAMB, S_INVCAP, S_BASE = range(21, 26)
-N_SCRATCH = 26
-I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS = range(5)
-N_ISCRATCH = 5
+# Scratch rows of one block (float64 and int64), reused by every block a thread processes. The
+# kernel sees each thread's scratch as one flat array and a row as an offset into it that is a
+# compile-time constant: the compiler then knows that two rows never overlap, and vectorizes a
+# loop that touches many of them (with rows as separate views it has to check every pair at run
+# time, and gives up beyond a few). Rows are one cache line longer than a block: with a pitch of
+# exactly 16 KiB, element j of every row would fall into the same L1 cache set, and a loop that
+# streams more rows than the cache has ways (8) would miss on every access.
+_PITCH = BLOCK + 8
+(S_OCV0, S_SLOPE, S_F0, S_INVCAP, S_PREQ, S_LOSS, S_CUR, S_SOC1, S_VRCA, S_V1N, S_V2N, S_OCV1,
+ S_F1, S_HEAT, S_EDC, S_ELOSS, S_VTERM, S_PAC, S_PDC, S_TNB, S_QRW, S_TEMP1, S_PHVAC,
+ S_SEG_X, S_SEG_V0, S_SEG_V1, S_SEG_F) = range(0, 27 * _PITCH, _PITCH)
+I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS, I_SOC_BAND, I_TEMP_BAND = range(0, 7 * _PITCH, _PITCH)
+# what the farm allocates per thread, in rows of BLOCK elements (Farm._new_scratch)
+N_SCRATCH = -(-27 * _PITCH // BLOCK)
+N_ISCRATCH = -(-7 * _PITCH // BLOCK)
 
 _INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
 # Sums may be reassociated (vectorized): a compiled kernel adds in one fixed order, so a run is
@@ -117,6 +125,30 @@ def _min_max(x):
         lo0 = min(lo0, x[j])
         hi0 = max(hi0, x[j])
     return min(lo0, lo1), max(hi0, hi1)
+
+
+@njit(**_INLINE)
+def _ocv_segment(tab, soc):
+    """The OCV table segment ``j`` that holds ``soc`` and the position ``x - j`` in it.
+
+    Exactly what :func:`~.chemistry.ocv_interp`, :func:`~.chemistry.ocv_integral` and (for any
+    finite SoC) :func:`~.chemistry.ocv_slope` compute before they read the table; with
+    :func:`_ocv_at` it splits a lookup into the table reads, which cannot be vectorized, and the
+    arithmetic (a division among it), which can. tests/test_engine_properties.py holds the pair
+    bitwise to the chemistry helpers.
+    """
+    n = tab.shape[0] - 1
+    x = min(max(soc, 0.0), 1.0) * n
+    j = min(int(x), n - 1)
+    return j, x - j
+
+
+@njit(**_INLINE)
+def _ocv_at(v0, v1, f_j, x, n):
+    """OCV, slope dOCV/dSoC and integral F from a segment's table values (``v0 = tab[j]``,
+    ``v1 = tab[j + 1]``, ``f_j = tab_int[j]``) and the position ``x`` in it (n segments):
+    the expressions of ocv_interp, ocv_slope and ocv_integral, operation for operation."""
+    return v0 + x * (v1 - v0), (v1 - v0) * n, f_j + 0.5 * (2.0 * v0 + x * (v1 - v0)) * x / n
 
 
 @njit(**_INLINE)
@@ -168,7 +200,8 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
                              status, alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, pa)
         else:
             _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status,
-                      alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa)
+                      alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast,
+                      sc.reshape(N_SCRATCH * BLOCK), si.reshape(N_ISCRATCH * BLOCK), pa)
         a = e
 
 
@@ -177,15 +210,22 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
               upar, flags, kp, ocv, ocv_int, sfault, acc, ast, sc, si, pa):
     """Step units [a, e), all of kind ``k``, and add their share to the block partials ``pa``.
 
-    Written as a sequence of short loops over the run, each doing one piece of the physics for
-    every unit (array in, array out, with the kind's parameters as scalars), rather than one long
-    loop that does everything for one unit: short, mostly branch-free loops are vectorized by the
-    compiler and keep the processor's pipelines full, where one long loop is bound by each unit's
-    chain of dependent divisions, square roots and table lookups. Intermediate values live in
-    per-thread scratch rows that stay in L1/L2 cache.
+    Written as a sequence of loops over the run, each doing a piece of the physics for every
+    unit (array in, array out, with the kind's parameters as scalars), rather than one long loop
+    that does everything for one unit: one long loop is bound by each unit's chain of dependent
+    divisions, square roots and table lookups, where these loops are vectorized by the compiler
+    (or, the table lookups, overlap across units). Intermediate values live in the per-thread
+    scratch rows ``sc``/``si`` (flat, see ``S_*``), which stay in L2 cache. Every pass over them
+    costs time, so a loop does all that needs the same inputs, as long as the compiler still
+    vectorizes it: a loop may write to many scratch rows but to only two or three rows of the
+    state or output arrays (their distances are not known at compile time, and the compiler
+    gives up on vectorizing when it would have to check too many pairs of them at run time).
+    Conditions are selects on values loaded unconditionally, combined with ``&``/``|`` rather
+    than ``and``/``or``: a load or store behind a branch becomes a masked move in vector code,
+    which this processor executes very slowly.
     """
     m = e - a
-    # --- views of this run's state, parameters and scratch
+    # --- views of this run's state and parameters
     soc = dyn[src, SOC, a:e]
     v1 = dyn[src, V_RC1, a:e]
     v2 = dyn[src, V_RC2, a:e]
@@ -202,37 +242,6 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     rhi = upar[SOC_RSV_MAX, a:e]
     tab = ocv[int(kp[k, K_OCV_TABLE])]
     tab_int = ocv_int[int(kp[k, K_OCV_TABLE])]
-    ocv0 = sc[S_OCV0, :m]
-    hdis = sc[S_HDIS, :m]
-    hchg = sc[S_HCHG, :m]
-    preq = sc[S_PREQ, :m]
-    loss = sc[S_LOSS, :m]
-    cur = sc[S_CUR, :m]
-    slope = sc[S_SLOPE, :m]
-    soc1 = sc[S_SOC1, :m]
-    ocv1 = sc[S_OCV1, :m]
-    f0 = sc[S_F0, :m]
-    f1 = sc[S_F1, :m]
-    ocv_avg = sc[S_OCVAVG, :m]
-    vrca = sc[S_VRCA, :m]
-    edc = sc[S_EDC, :m]
-    eloss = sc[S_ELOSS, :m]
-    heat = sc[S_HEAT, :m]
-    vterm = sc[S_VTERM, :m]
-    pac = sc[S_PAC, :m]
-    pdc = sc[S_PDC, :m]
-    temp1 = sc[S_TEMP1, :m]
-    phvac = sc[S_PHVAC, :m]
-    qrw = sc[S_QRW, :m]
-    tnb = sc[S_TNB, :m]
-    tamb = sc[S_TAMB, :m]
-    inv_cap = sc[S_INVCAP, :m]
-    tbase = sc[S_BASE, :m]
-    latched = si[I_LATCHED, :m]
-    clamped = si[I_CLAMPED, :m]
-    nnb = si[I_NNB, :m]
-    state = si[I_STATE, :m]
-    alarm = si[I_ALARMS, :m]
     # --- the kind's parameters
     ns = kp[k, K_N_SERIES]
     eta = kp[k, K_ETA_COULOMB]
@@ -256,6 +265,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     av1 = kp[k, K_AV1]
     om2 = kp[k, K_OM2]
     av2 = kp[k, K_AV2]
+    onset = kp[k, K_RW_ONSET_C]
     d_sign = disp[D_SIGN]
     d_alpha = disp[D_ALPHA]
     d_beta = disp[D_BETA]
@@ -266,163 +276,176 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     inv_eta = 1.0 / eta
 
     # ============ 1: protection latch and reset, dispatch, PCS, current and its limits
+    # The OCV table segment of the start-of-step SoC. Table reads do not vectorize, so they get
+    # a loop of their own; the arithmetic of the lookup is done in the next, vectorized, loop.
+    n_seg = tab.shape[0] - 1
     for j in range(m):
-        inv_cap[j] = 1.0 / np.float64(cap[j])
+        g, x = _ocv_segment(tab, soc[j])
+        sc[S_SEG_X + j] = x
+        sc[S_SEG_V0 + j] = tab[g]
+        sc[S_SEG_V1 + j] = tab[g + 1]
+        sc[S_SEG_F + j] = tab_int[g]
+    # Latch and reset, headroom and dispatch: the AC power each unit is asked for. Also notes
+    # (as bit masks, which vectorize) whether any unit needs one of the rare paths below.
+    any_flags = 0
+    hot = 0
     for j in range(m):
-        lat = al[j] & TRIP_MASK
-        if fl[j] & FLAG_RESET:
-            lat &= ALARM_THERMAL_RUNAWAY
-        latched[j] = lat
-    for j in range(m):
-        ocv0[j] = ns * ocv_interp(tab, soc[j])
-    for j in range(m):
-        slope[j] = ns * ocv_slope(tab, soc[j])
-    for j in range(m):
-        hdis[j], hchg[j] = _headroom(soc[j], temp[j], ocv0[j], np.float64(r0[j]),
-                                     np.float64(der[j]), p_rated, t_der, t_hi, inv_span,
-                                     t_min_chg, np.float64(rlo[j]), np.float64(rhi[j]),
-                                     inv_taper, i_d, i_c)
-    for j in range(m):
+        sc[S_INVCAP + j] = 1.0 / np.float64(cap[j])
         f = fl[j]
+        lat = al[j] & TRIP_MASK
+        if f & FLAG_RESET:
+            lat &= ALARM_THERMAL_RUNAWAY
+        si[I_LATCHED + j] = lat
+        any_flags |= f
+        hot |= lat | (ALARM_THERMAL_RUNAWAY if temp[j] > onset else 0)
+        # the OCV, its slope and its integral at the start-of-step SoC
+        o, sl, f0 = _ocv_at(sc[S_SEG_V0 + j], sc[S_SEG_V1 + j], sc[S_SEG_F + j],
+                            sc[S_SEG_X + j], n_seg)
+        ocv0 = ns * o
+        sc[S_OCV0 + j] = ocv0
+        sc[S_SLOPE + j] = ns * sl
+        sc[S_F0 + j] = f0
+        hdis, hchg = _headroom(soc[j], temp[j], ocv0, np.float64(r0[j]), np.float64(der[j]),
+                               p_rated, t_der, t_hi, inv_span, t_min_chg, np.float64(rlo[j]),
+                               np.float64(rhi[j]), inv_taper, i_d, i_c)
         s = np.float64(sp[j])
         if d_sign > 0.0:
-            w = hdis[j] * soc[j]
-            auto = d_alpha * w + d_beta * (hdis[j] - w)
+            w = hdis * soc[j]
+            auto = d_alpha * w + d_beta * (hdis - w)
         elif d_sign < 0.0:
-            w = hchg[j] * (1.0 - soc[j])
-            auto = -(d_alpha * w + d_beta * (hchg[j] - w))
+            w = hchg * (1.0 - soc[j])
+            auto = -(d_alpha * w + d_beta * (hchg - w))
         else:
             auto = 0.0
-        manual = min(s, hdis[j]) if s >= 0.0 else max(s, -hchg[j])
-        by_current = s * (ocv0[j] - v1[j] - v2[j] - s * np.float64(r0[j]))
-        req = auto
-        if f & FLAG_MANUAL:
-            req = by_current if f & FLAG_CURRENT_MODE else manual
-        if (f & FLAG_ENABLED) == 0 or latched[j] != 0:
-            req = 0.0
-        preq[j] = req
+        manual = min(s, hdis) if s >= 0.0 else max(s, -hchg)
+        by_current = s * (ocv0 - v1[j] - v2[j] - s * np.float64(r0[j]))
+        req = by_current if (f & FLAG_CURRENT_MODE) != 0 else manual
+        req = req if (f & FLAG_MANUAL) != 0 else auto
+        sc[S_PREQ + j] = 0.0 if ((f & FLAG_ENABLED) == 0) | (lat != 0) else req
+    hot &= ALARM_THERMAL_RUNAWAY            # a unit in runaway, or one above the onset
+    # The current and its limits, and what it does over the step: SoC and the RC pairs.
     for j in range(m):
         # Solve P = i * v_avg(i) with the terminal voltage averaged over the step, so a step
         # delivers the setpoint's energy for any dt: the RC voltages and the OCV move linearly
         # with i over the step (exact for the RC pairs, first order in the OCV slope).
-        req = preq[j]
+        req = sc[S_PREQ + j]
+        ocv0 = sc[S_OCV0 + j]
+        inv_cap = sc[S_INVCAP + j]
         ls = pcs_loss_w(req, p_rated, inv_p_rated, l0, l1, l2)
         p_dc = req + ls
         if req < 0.0 and p_dc > 0.0:
             p_dc = 0.0
-        d_ocv = slope[j] * 0.5 * soc_per_as * inv_cap[j]
+        d_ocv = sc[S_SLOPE + j] * 0.5 * soc_per_as * inv_cap
         if p_dc < 0.0:
             d_ocv *= eta
-        e_avg = ocv0[j] - v1[j] * av1 - v2[j] * av2
+        e_avg = ocv0 - v1[j] * av1 - v2[j] * av2
         r_avg = r0[j] + r1[j] * (1.0 - av1) + r2[j] * (1.0 - av2) + d_ocv
-        loss[j] = ls
-        cur[j] = current_for_power(p_dc, e_avg, r_avg)
-    for j in range(m):
+        c = current_for_power(p_dc, e_avg, r_avg)
+        # limits: pack current, the voltage window, the unit's SoC window (never overshot)
         f = fl[j]
-        c = cur[j]
-        cm = (f & FLAG_MANUAL) != 0 and (f & FLAG_CURRENT_MODE) != 0
-        if cm:
-            c = np.float64(sp[j])
-            loss[j] = 0.0
-        if (f & FLAG_ENABLED) == 0 or latched[j] != 0:
-            c = 0.0
-        e_src = ocv0[j] - v1[j] - v2[j]
+        s = np.float64(sp[j])
+        cm = ((f & FLAG_MANUAL) != 0) & ((f & FLAG_CURRENT_MODE) != 0)
+        c = s if cm else c
+        ls = 0.0 if cm else ls
+        c = 0.0 if ((f & FLAG_ENABLED) == 0) | (si[I_LATCHED + j] != 0) else c
+        e_src = ocv0 - v1[j] - v2[j]
         inv_r0 = 1.0 / r0[j]
         a_s = np.float64(cap[j]) * as_per_soc           # ampere-steps per unit of SoC
         i_hi = max(0.0, min(i_d, (e_src - v_min) * inv_r0, (soc[j] - np.float64(rlo[j])) * a_s))
         i_lo = min(0.0, max(-i_c, (e_src - v_max) * inv_r0,
                             -(np.float64(rhi[j]) - soc[j]) * a_s * inv_eta))
         c2 = min(max(c, i_lo), i_hi)
-        clamped[j] = 1 if (cm or c2 != c) else 0
-        cur[j] = c2
-
-    # ============ 2: equivalent circuit, SoC, OCV and energy accounts (exact for a held current)
-    for j in range(m):
-        c = cur[j]
-        dq = c * soc_per_as * inv_cap[j]
-        if c < 0.0:
+        si[I_CLAMPED + j] = 1 if cm | (c2 != c) else 0
+        sc[S_CUR + j] = c2
+        sc[S_LOSS + j] = ls
+        # ============ 2: equivalent circuit, SoC, OCV and energy accounts
+        dq = c2 * soc_per_as * inv_cap
+        if c2 < 0.0:
             dq *= eta
-        soc1[j] = min(1.0, max(0.0, soc[j] - dq))
+        sc[S_SOC1 + j] = min(1.0, max(0.0, soc[j] - dq))
+        v1n, v1a = rc_update(v1[j], c2, r1[j], om1, av1)
+        v2n, v2a = rc_update(v2[j], c2, r2[j], om2, av2)
+        sc[S_V1N + j] = v1n
+        sc[S_V2N + j] = v2n
+        sc[S_VRCA + j] = v1a + v2a
+    # the OCV table segment of the end-of-step SoC (table reads)
     for j in range(m):
-        ocv1[j] = ns * ocv_interp(tab, soc1[j])
+        g, x = _ocv_segment(tab, sc[S_SOC1 + j])
+        sc[S_SEG_X + j] = x
+        sc[S_SEG_V0 + j] = tab[g]
+        sc[S_SEG_V1 + j] = tab[g + 1]
+        sc[S_SEG_F + j] = tab_int[g]
+    # energy accounts, the unit's powers and terminal voltage
     for j in range(m):
-        f1[j] = ocv_integral(tab, tab_int, soc1[j])
-    for j in range(m):
-        f0[j] = ocv_integral(tab, tab_int, soc[j])
-    for j in range(m):
-        ds = soc1[j] - soc[j]
+        c = sc[S_CUR + j]
+        soc1 = sc[S_SOC1 + j]
+        ds = soc1 - soc[j]
+        # the OCV and its integral at the end-of-step SoC
+        o, _, f1 = _ocv_at(sc[S_SEG_V0 + j], sc[S_SEG_V1 + j], sc[S_SEG_F + j],
+                           sc[S_SEG_X + j], n_seg)
+        ocv1 = ns * o
+        sc[S_OCV1 + j] = ocv1
+        sc[S_F1 + j] = f1
         # the exact mean OCV over the step: the integral's difference over the SoC moved
-        ocv_avg[j] = ns * (f1[j] - f0[j]) / ds if ds != 0.0 else ocv0[j]
-    v1o = dyn[dst, V_RC1, a:e]
-    v2o = dyn[dst, V_RC2, a:e]
+        ocv0 = sc[S_OCV0 + j]
+        f0 = sc[S_F0 + j]
+        ocv_avg = ns * (f1 - f0) / ds if ds != 0.0 else ocv0
+        e_ohm = c * dt * (c * r0[j] + sc[S_VRCA + j])   # [J] into R0 and the RC pairs
+        e_coul = -(1.0 - eta) * c * dt * ocv_avg if c < 0.0 else 0.0   # side reactions
+        edc = c * dt * ocv_avg - e_ohm                   # [J] out of the terminals
+        sc[S_EDC + j] = edc
+        sc[S_HEAT + j] = (e_ohm + e_coul) * inv_dt
+        sc[S_ELOSS + j] = e_ohm + e_coul
+        p_dc = edc * inv_dt
+        ls = sc[S_LOSS + j]
+        ls = pcs_loss_w(p_dc, p_rated, inv_p_rated, l0, l1, l2) if si[I_CLAMPED + j] != 0 else ls
+        ls = 0.0 if c == 0.0 else ls
+        sc[S_PAC + j] = p_dc - ls if c != 0.0 else 0.0
+        sc[S_PDC + j] = p_dc
+        sc[S_LOSS + j] = ls
+        sc[S_VTERM + j] = ocv1 - sc[S_V1N + j] - sc[S_V2N + j] - c * r0[j]
+    # the next state and the outputs, two or three rows per loop (see above)
+    dst_1 = dyn[dst, V_RC1, a:e]
+    dst_2 = dyn[dst, V_RC2, a:e]
     for j in range(m):
-        v1o[j], vrca[j] = rc_update(v1[j], cur[j], r1[j], om1, av1)
-    for j in range(m):
-        v2n, v2a = rc_update(v2[j], cur[j], r2[j], om2, av2)
-        v2o[j] = v2n
-        vrca[j] += v2a
-    for j in range(m):
-        c = cur[j]
-        e_ohm = c * dt * (c * r0[j] + vrca[j])          # [J] into R0 and the RC pairs
-        e_coul = -(1.0 - eta) * c * dt * ocv_avg[j] if c < 0.0 else 0.0   # side reactions
-        edc[j] = c * dt * ocv_avg[j] - e_ohm             # [J] out of the terminals
-        heat[j] = (e_ohm + e_coul) * inv_dt
-        eloss[j] = e_ohm + e_coul
-    for j in range(m):
-        p_dc = edc[j] * inv_dt
-        ls = loss[j]
-        if clamped[j]:
-            ls = pcs_loss_w(p_dc, p_rated, inv_p_rated, l0, l1, l2)
-        if cur[j] == 0.0:
-            ls = 0.0
-        pac[j] = p_dc - ls if cur[j] != 0.0 else 0.0
-        pdc[j] = p_dc
-        loss[j] = ls
-    for j in range(m):
-        vterm[j] = ocv1[j] - v1o[j] - v2o[j] - cur[j] * r0[j]
-    # energy counters [Wh], state and outputs
+        dst_1[j] = sc[S_V1N + j]
+        dst_2[j] = sc[S_V2N + j]
     src_c = dyn[src, E_AC_CHARGED, a:e]
     dst_c = dyn[dst, E_AC_CHARGED, a:e]
-    for j in range(m):
-        dst_c[j] = src_c[j] + max(0.0, -pac[j]) * dt * h_per_s
     src_d = dyn[src, E_AC_DISCHARGED, a:e]
     dst_d = dyn[dst, E_AC_DISCHARGED, a:e]
     for j in range(m):
-        dst_d[j] = src_d[j] + max(0.0, pac[j]) * dt * h_per_s
-    src_c = dyn[src, E_DC_CHARGED, a:e]
-    dst_c = dyn[dst, E_DC_CHARGED, a:e]
+        dst_c[j] = src_c[j] + max(0.0, -sc[S_PAC + j]) * dt * h_per_s
+        dst_d[j] = src_d[j] + max(0.0, sc[S_PAC + j]) * dt * h_per_s
+    src_dcc = dyn[src, E_DC_CHARGED, a:e]
+    dst_dcc = dyn[dst, E_DC_CHARGED, a:e]
+    src_dcd = dyn[src, E_DC_DISCHARGED, a:e]
+    dst_dcd = dyn[dst, E_DC_DISCHARGED, a:e]
     for j in range(m):
-        dst_c[j] = src_c[j] + max(0.0, -edc[j]) * h_per_s
-    src_d = dyn[src, E_DC_DISCHARGED, a:e]
-    dst_d = dyn[dst, E_DC_DISCHARGED, a:e]
-    for j in range(m):
-        dst_d[j] = src_d[j] + max(0.0, edc[j]) * h_per_s
+        dst_dcc[j] = src_dcc[j] + max(0.0, -sc[S_EDC + j]) * h_per_s
+        dst_dcd[j] = src_dcd[j] + max(0.0, sc[S_EDC + j]) * h_per_s
     src_l = dyn[src, E_LOSS, a:e]
     dst_l = dyn[dst, E_LOSS, a:e]
     for j in range(m):
-        dst_l[j] = src_l[j] + (loss[j] * dt + eloss[j]) * h_per_s
+        dst_l[j] = src_l[j] + (sc[S_LOSS + j] * dt + sc[S_ELOSS + j]) * h_per_s
     src_f = dyn[src, EFC, a:e]
     dst_f = dyn[dst, EFC, a:e]
-    for j in range(m):
-        dst_f[j] = src_f[j] + 0.5 * abs(soc1[j] - soc[j])
     dst_s = dyn[dst, SOC, a:e]
     for j in range(m):
-        dst_s[j] = soc1[j]
-    o = out[dst, CURRENT_A, a:e]
+        dst_f[j] = src_f[j] + 0.5 * abs(sc[S_SOC1 + j] - soc[j])
+        dst_s[j] = sc[S_SOC1 + j]
+    o_i = out[dst, CURRENT_A, a:e]
+    o_v = out[dst, VOLTAGE_V, a:e]
     for j in range(m):
-        o[j] = cur[j]
-    o = out[dst, VOLTAGE_V, a:e]
+        o_i[j] = sc[S_CUR + j]
+        o_v[j] = sc[S_VTERM + j]
+    o_ac = out[dst, P_AC_W, a:e]
+    o_dc = out[dst, P_DC_W, a:e]
+    o_rq = out[dst, P_REQUEST_W, a:e]
     for j in range(m):
-        o[j] = vterm[j]
-    o = out[dst, P_AC_W, a:e]
-    for j in range(m):
-        o[j] = pac[j]
-    o = out[dst, P_DC_W, a:e]
-    for j in range(m):
-        o[j] = pdc[j]
-    o = out[dst, P_REQUEST_W, a:e]
-    for j in range(m):
-        o[j] = preq[j]
+        o_ac[j] = sc[S_PAC + j]
+        o_dc[j] = sc[S_PDC + j]
+        o_rq[j] = sc[S_PREQ + j]
 
     # ============ 3: thermal (neighbours from the published snapshot, HVAC, self-heating, runaway)
     temp_all = dyn[src, TEMP_C]
@@ -436,8 +459,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         right = (f & FLAG_NEIGHBOUR_RIGHT) != 0
         tl = temp_all[a + j - 1]
         tr = temp_all[a + j + 1]
-        tnb[j] = (tl if left else 0.0) + (tr if right else 0.0)
-        nnb[j] = (1 if left else 0) + (1 if right else 0)
+        sc[S_TNB + j] = (tl if left else 0.0) + (tr if right else 0.0)
+        si[I_NNB + j] = (1 if left else 0) + (1 if right else 0)
     for j in (0, m - 1):
         if (j == 0 and j0 == 1) or (j == m - 1 and j1 == m - 1):
             f = fl[j]
@@ -449,44 +472,41 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
             if f & FLAG_NEIGHBOUR_RIGHT:
                 t += temp_all[a + j + 1]
                 c += 1
-            tnb[j] = t
-            nnb[j] = c
-    onset = kp[k, K_RW_ONSET_C]
-    hot = False
-    for j in range(m):
-        qrw[j] = 0.0
-        hot |= temp[j] > onset or (latched[j] & ALARM_THERMAL_RUNAWAY) != 0
+            sc[S_TNB + j] = t
+            si[I_NNB + j] = c
     if hot:                       # rare: self-heating above onset, or a unit in runaway
         e_rw = kp[k, K_RW_ENERGY_J]
         decay = math.exp(-dt / kp[k, K_RW_TAU_S])
         for j in range(m):
-            if latched[j] & ALARM_THERMAL_RUNAWAY:
+            sc[S_QRW + j] = 0.0
+            if si[I_LATCHED + j] & ALARM_THERMAL_RUNAWAY:
                 rel0 = np.float64(upar[RW_RELEASED_J, a + j])
                 rel1 = e_rw - (e_rw - rel0) * decay
                 upar[RW_RELEASED_J, a + j] = rel1
-                qrw[j] = (rel1 - rel0) * inv_dt
+                sc[S_QRW + j] = (rel1 - rel0) * inv_dt
             elif temp[j] > onset:
-                qrw[j] = self_heating_w(kp, k, temp[j])
+                sc[S_QRW + j] = self_heating_w(kp, k, temp[j])
+    # the heat held over the step: Q + G_amb T_amb + G_nb sum T_j (S_TNB is free afterwards)
     amb_off = upar[AMBIENT_OFFSET_C, a:e]
-    for j in range(m):
-        tamb[j] = t_amb + amb_off[j]
     g_amb = kp[k, K_G_AMB]
     g_nb = kp[k, K_G_NB]
     for j in range(m):
-        tbase[j] = heat[j] + qrw[j] + g_amb * tamb[j] + g_nb * tnb[j]
+        q = sc[S_QRW + j] if hot else 0.0
+        t_amb_j = t_amb + amb_off[j]
+        sc[S_TNB + j] = sc[S_HEAT + j] + q + g_amb * t_amb_j + g_nb * sc[S_TNB + j]
+    # HVAC and the exact update (per-unit regime: a table lookup again, a loop of its own)
     for j in range(m):
-        temp1[j], phvac[j] = thermal_update(kp, k, temp[j], tbase[j], nnb[j],
-                                            (fl[j] & FLAG_HVAC_FAILED) == 0)
+        sc[S_TEMP1 + j], sc[S_PHVAC + j] = thermal_update(
+            kp, k, temp[j], sc[S_TNB + j], si[I_NNB + j], (fl[j] & FLAG_HVAC_FAILED) == 0)
     dst_t = dyn[dst, TEMP_C, a:e]
-    for j in range(m):
-        dst_t[j] = temp1[j]
     src_x = dyn[src, E_AUX, a:e]
     dst_x = dyn[dst, E_AUX, a:e]
     for j in range(m):
-        dst_x[j] = src_x[j] + phvac[j] * dt * h_per_s
+        dst_t[j] = sc[S_TEMP1 + j]
+        dst_x[j] = src_x[j] + sc[S_PHVAC + j] * dt * h_per_s
     o = out[dst, P_HVAC_W, a:e]
     for j in range(m):
-        o[j] = phvac[j]
+        o[j] = sc[S_PHVAC + j]
 
     # ============ 4: protection and unit state
     v_hi = kp[k, K_V_TRIP_HI]
@@ -494,35 +514,39 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     t_lo = kp[k, K_T_TRIP_LO]
     i_trip = kp[k, K_I_TRIP]
     t_crit = kp[k, K_RW_CRIT_C]
-    any_fault = False
+    tripped = 0
     for j in range(m):
+        vt = sc[S_VTERM + j]
+        t1 = sc[S_TEMP1 + j]
         new = 0
-        if vterm[j] > v_hi:
+        if vt > v_hi:
             new |= ALARM_OVER_VOLTAGE
-        if vterm[j] < v_lo:
+        if vt < v_lo:
             new |= ALARM_UNDER_VOLTAGE
-        if temp1[j] > t_hi:
+        if t1 > t_hi:
             new |= ALARM_OVER_TEMPERATURE
-        if temp1[j] < t_lo:
+        if t1 < t_lo:
             new |= ALARM_UNDER_TEMPERATURE
-        if abs(cur[j]) > i_trip:
+        if abs(sc[S_CUR + j]) > i_trip:
             new |= ALARM_OVER_CURRENT
-        if temp1[j] >= t_crit:
+        if t1 >= t_crit:
             new |= ALARM_THERMAL_RUNAWAY
-        alarm[j] = new
-        any_fault |= (fl[j] & (FLAG_SENSOR_FAULT | FLAG_TRIGGER_RUNAWAY)) != 0
-    if any_fault:                 # rare: the BMS acts on faulted sensors; triggered runaways
+        si[I_ALARMS + j] = new
+        tripped |= new & ~si[I_LATCHED + j]
+    if any_flags & (FLAG_SENSOR_FAULT | FLAG_TRIGGER_RUNAWAY):
+        # rare: the BMS acts on faulted sensors; triggered runaways
         t_meas_at = t_s + dt
+        tripped = 0
         for j in range(m):
             f = fl[j]
             if f & FLAG_TRIGGER_RUNAWAY:
-                alarm[j] |= ALARM_THERMAL_RUNAWAY
+                si[I_ALARMS + j] |= ALARM_THERMAL_RUNAWAY
             if f & FLAG_SENSOR_FAULT:
                 i = a + j
-                vm = apply_fault(sfault[i, CH_VOLTAGE], vterm[j], t_meas_at)
-                tm = apply_fault(sfault[i, CH_TEMPERATURE], temp1[j], t_meas_at)
-                im = apply_fault(sfault[i, CH_CURRENT], cur[j], t_meas_at)
-                new = alarm[j] & ALARM_THERMAL_RUNAWAY
+                vm = apply_fault(sfault[i, CH_VOLTAGE], sc[S_VTERM + j], t_meas_at)
+                tm = apply_fault(sfault[i, CH_TEMPERATURE], sc[S_TEMP1 + j], t_meas_at)
+                im = apply_fault(sfault[i, CH_CURRENT], sc[S_CUR + j], t_meas_at)
+                new = si[I_ALARMS + j] & ALARM_THERMAL_RUNAWAY
                 if vm > v_hi:
                     new |= ALARM_OVER_VOLTAGE
                 if vm < v_lo:
@@ -533,43 +557,47 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
                     new |= ALARM_UNDER_TEMPERATURE
                 if abs(im) > i_trip:
                     new |= ALARM_OVER_CURRENT
-                alarm[j] = new
-    tripped = False
-    for j in range(m):
-        lat = latched[j]
-        if lat & ALARM_THERMAL_RUNAWAY:
-            alarm[j] |= ALARM_THERMAL_RUNAWAY
-        tripped |= (alarm[j] & ~lat) != 0
-    if tripped:
+                si[I_ALARMS + j] = new
+            tripped |= si[I_ALARMS + j] & ~si[I_LATCHED + j]
+    if tripped:                   # rare: count the new trips
         for j in range(m):
-            if (alarm[j] & ~latched[j]) != 0:
+            if (si[I_ALARMS + j] & ~si[I_LATCHED + j]) != 0:
                 upar[TRIPS, a + j] += 1.0
-    rw_onset = kp[k, K_RW_ONSET_C]
+    # latch (a latched runaway stays: it is in the latch already), warnings, unit state
+    n_alarm = 0
     for j in range(m):
         f = fl[j]
-        lat = latched[j] | alarm[j]
-        warn = ((ALARM_SOC_HIGH if soc1[j] >= soc_max - 1e-9 else 0)
-                | (ALARM_SOC_LOW if soc1[j] <= soc_min + 1e-9 else 0)
-                | (ALARM_TEMPERATURE_DERATE if (temp1[j] > t_der or der[j] < 1.0) else 0)
-                | (ALARM_SELF_HEATING if temp1[j] > rw_onset else 0)
+        soc1 = sc[S_SOC1 + j]
+        t1 = sc[S_TEMP1 + j]
+        lat = si[I_LATCHED + j] | si[I_ALARMS + j]
+        dr = der[j]
+        req = sc[S_PREQ + j]
+        warn = ((ALARM_SOC_HIGH if soc1 >= soc_max - 1e-9 else 0)
+                | (ALARM_SOC_LOW if soc1 <= soc_min + 1e-9 else 0)
+                | (ALARM_TEMPERATURE_DERATE if (t1 > t_der) | (dr < 1.0) else 0)
+                | (ALARM_SELF_HEATING if t1 > onset else 0)
                 | (ALARM_HVAC_FAULT if (f & FLAG_HVAC_FAILED) != 0 else 0)
                 | (ALARM_SENSOR_FAULT if (f & FLAG_SENSOR_FAULT) != 0 else 0)
                 | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0))
-        p = pac[j]
+        p = sc[S_PAC + j]
         st = DISCHARGING if p > 0.0 else (CHARGING if p < 0.0 else
-                                            (IDLE if preq[j] != 0.0 else STANDBY))
+                                            (IDLE if req != 0.0 else STANDBY))
         st = st if (f & FLAG_ENABLED) != 0 else OFFLINE
         st = st if lat == 0 else FAULT
         st = THERMAL_RUNAWAY if (lat & ALARM_THERMAL_RUNAWAY) != 0 else st
-        state[j] = st
-        latched[j] = lat
-        alarm[j] = lat | warn
+        si[I_STATE + j] = st
+        si[I_LATCHED + j] = lat
+        # the unit's SoC and temperature band for the tallies (int32 conversions vectorize)
+        si[I_SOC_BAND + j] = N_STATES + min(np.int32(soc1 * SOC_BANDS), SOC_BANDS - 1)
+        tb = min(np.int32(t1 * 0.1) + 1, TEMP_BANDS - 1) if t1 >= 0.0 else 0   # < 0 C: band 0
+        si[I_TEMP_BAND + j] = N_STATES + SOC_BANDS + tb
+        si[I_ALARMS + j] = lat | warn
+        n_alarm += 1 if (lat | warn) != 0 else 0
     so = status[dst, a:e]
-    for j in range(m):
-        so[j] = state[j]
     ao = alarms[dst, a:e]
     for j in range(m):
-        ao[j] = alarm[j]
+        so[j] = si[I_STATE + j]
+        ao[j] = si[I_ALARMS + j]
 
     # ============ aging, sampled every aging interval (sample and hold)
     if aging_dt > 0.0:
@@ -577,9 +605,10 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         for j in range(m):
             i = a + j
             efc = dst_f[j]
-            aging_accumulate(model, acc, i, aging_dt, soc1[j], temp1[j], efc)
-            if temp1[j] > upar[T_MAX_C, i]:
-                upar[T_MAX_C, i] = temp1[j]
+            t1 = sc[S_TEMP1 + j]
+            aging_accumulate(model, acc, i, aging_dt, sc[S_SOC1 + j], t1, efc)
+            if t1 > upar[T_MAX_C, i]:
+                upar[T_MAX_C, i] = t1
             if aging_update_due(model, acc, i, efc):
                 aging_update(model, acc, ast, i, efc, np.float64(upar[AGING_FACTOR, i]))
                 q = aging_relative_capacity(model, ast, i)
@@ -591,31 +620,37 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
                 upar[R2_OHM, i] = upar[R2_NOM_OHM, i] * r
 
     # ============ the next step's dispatch sums and this run's share of the aggregates
-    # (scratch rows of phase 1 are free again and hold the masked per-unit terms)
+    # (rows of phase 1 are free again and hold the masked per-unit terms)
+    S_HD, S_HC, S_PMAN, S_EAV = S_OCV0, S_SLOPE, S_INVCAP, S_F0
+    f_lo = kp[k, K_F_SOC_MIN]
     for j in range(m):
-        hd, hc = _headroom(soc1[j], temp1[j], ocv1[j], np.float64(r0[j]), np.float64(der[j]),
-                           p_rated, t_der, t_hi, inv_span, t_min_chg, np.float64(rlo[j]),
-                           np.float64(rhi[j]), inv_taper, i_d, i_c)
+        soc1 = sc[S_SOC1 + j]
+        hd, hc = _headroom(soc1, sc[S_TEMP1 + j], sc[S_OCV1 + j], np.float64(r0[j]),
+                           np.float64(der[j]), p_rated, t_der, t_hi, inv_span, t_min_chg,
+                           np.float64(rlo[j]), np.float64(rhi[j]), inv_taper, i_d, i_c)
         f = fl[j]
-        auto = (f & FLAG_ENABLED) != 0 and latched[j] == 0 and (f & FLAG_MANUAL) == 0
-        hdis[j] = hd if auto else 0.0
-        hchg[j] = hc if auto else 0.0
-    for j in range(m):
-        f = fl[j]
-        manual = (f & FLAG_ENABLED) != 0 and latched[j] == 0 and (f & FLAG_MANUAL) != 0
-        loss[j] = preq[j] if manual else 0.0            # reused: manual-mode requests
-    for j in range(m):
-        slope[j] = np.float64(cap[j]) * max(0.0, f1[j] - kp[k, K_F_SOC_MIN])   # reused
+        req = sc[S_PREQ + j]
+        on = ((f & FLAG_ENABLED) != 0) & (si[I_LATCHED + j] == 0)
+        auto = on & ((f & FLAG_MANUAL) == 0)
+        sc[S_HD + j] = hd if auto else 0.0
+        sc[S_HC + j] = hc if auto else 0.0
+        sc[S_PMAN + j] = req if on & ((f & FLAG_MANUAL) != 0) else 0.0
+        sc[S_EAV + j] = np.float64(cap[j]) * max(0.0, sc[S_F1 + j] - f_lo)
+    hdis = sc[S_HD:S_HD + m]
+    hchg = sc[S_HC:S_HC + m]
+    soc1 = sc[S_SOC1:S_SOC1 + m]
+    temp1 = sc[S_TEMP1:S_TEMP1 + m]
+    f1 = sc[S_F1:S_F1 + m]
     h_c = _sum(hchg)
     pa[AG_H_DIS] += _sum(hdis)
     pa[AG_H_CHG] += h_c
     pa[AG_W_DIS] += _dot(hdis, soc1)
     pa[AG_W_CHG] += h_c - _dot(hchg, soc1)
-    pa[AG_P_MANUAL] += _sum(loss)
-    pa[AG_P_AC] += _sum(pac)
-    pa[AG_P_DC] += _sum(pdc)
-    pa[AG_P_REQUEST] += _sum(preq)
-    pa[AG_P_HVAC] += _sum(phvac)
+    pa[AG_P_MANUAL] += _sum(sc[S_PMAN:S_PMAN + m])
+    pa[AG_P_AC] += _sum(sc[S_PAC:S_PAC + m])
+    pa[AG_P_DC] += _sum(sc[S_PDC:S_PDC + m])
+    pa[AG_P_REQUEST] += _sum(sc[S_PREQ:S_PREQ + m])
+    pa[AG_P_HVAC] += _sum(sc[S_PHVAC:S_PHVAC + m])
     pa[AG_SOC_SUM] += _sum(soc1)
     lo_, hi_ = _min_max(soc1)
     pa[AG_SOC_MIN] = min(pa[AG_SOC_MIN], lo_)
@@ -625,31 +660,25 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     pa[AG_TEMP_MIN] = min(pa[AG_TEMP_MIN], lo_)
     pa[AG_TEMP_MAX] = max(pa[AG_TEMP_MAX], hi_)
     pa[AG_E_STORED_WH] += ns * _dot(cap, f1)
-    pa[AG_E_AVAILABLE_WH] += ns * _sum(slope)
+    pa[AG_E_AVAILABLE_WH] += ns * _sum(sc[S_EAV:S_EAV + m])
     pa[AG_E_CAPACITY_WH] += ns * _sum(cap) * (kp[k, K_F_SOC_MAX] - kp[k, K_F_SOC_MIN])
-    pa[AG_E_AC_CHARGED] += _sum(dyn[dst, E_AC_CHARGED, a:e])
-    pa[AG_E_AC_DISCHARGED] += _sum(dyn[dst, E_AC_DISCHARGED, a:e])
-    pa[AG_E_DC_CHARGED] += _sum(dyn[dst, E_DC_CHARGED, a:e])
-    pa[AG_E_DC_DISCHARGED] += _sum(dyn[dst, E_DC_DISCHARGED, a:e])
+    pa[AG_E_AC_CHARGED] += _sum(dst_c)
+    pa[AG_E_AC_DISCHARGED] += _sum(dst_d)
+    pa[AG_E_DC_CHARGED] += _sum(dst_dcc)
+    pa[AG_E_DC_DISCHARGED] += _sum(dst_dcd)
     pa[AG_E_LOSS] += _sum(dst_l)
     pa[AG_E_AUX] += _sum(dst_x)
     pa[AG_EFC_SUM] += _sum(dst_f)
     pa[AG_SOH_SUM] += _sum(upar[SOH, a:e])
-    n_alarm = 0
-    for j in range(m):
-        n_alarm += 1 if alarm[j] != 0 else 0
     pa[AG_N_ALARM] += n_alarm
     # Counts per state, SoC band and temperature band. Four interleaved tallies, because nearly
     # all units land in the same bin: one tally would make every unit wait for the previous one.
     tally = np.zeros((4, N_STATES + SOC_BANDS + TEMP_BANDS), dtype=np.int64)
     for j in range(m):
         t = tally[j & 3]
-        t[state[j]] += 1
-        t[N_STATES + min(int(soc1[j] * SOC_BANDS), SOC_BANDS - 1)] += 1
-        tb = 0                                  # bands: < 0 C, 10 K wide up to 60 C, >= 60 C
-        if temp1[j] >= 0.0:
-            tb = min(int(temp1[j] * 0.1) + 1, TEMP_BANDS - 1)
-        t[N_STATES + SOC_BANDS + tb] += 1
+        t[si[I_STATE + j]] += 1
+        t[si[I_SOC_BAND + j]] += 1
+        t[si[I_TEMP_BAND + j]] += 1
     for c in range(N_STATES + SOC_BANDS + TEMP_BANDS):
         pa[AG_STATE + c] += tally[0, c] + tally[1, c] + tally[2, c] + tally[3, c]
 
@@ -659,7 +688,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
                      alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast, pa):
     """:func:`_step_run` for a few units: the same equations, one unit at a time.
 
-    The short-loop form carries a fixed cost of about a microsecond per run (some fifty loops),
+    The short-loop form carries a fixed cost of about a microsecond per run (some thirty loops),
     which dominates a farm of one or a few units (ten years of one unit are five million steps).
     Every per-unit expression here is written as in :func:`_step_run`, so both give bitwise the
     same unit state; tests/test_engine_properties.py holds them to it.

@@ -151,3 +151,34 @@ def test_small_runs_and_long_runs_give_bitwise_the_same_units():
     for name in a.names():
         assert np.array_equal(a[name], b[name][:small_n]), name
     assert farms[0].aging_state.tobytes() == farms[1].aging_state[:small_n].tobytes()
+
+
+def test_split_ocv_lookup_is_bitwise_the_chemistry_lookup():
+    """The vector path splits an OCV lookup into table reads and arithmetic
+    (kernel._ocv_segment, kernel._ocv_at); it must give bitwise what the chemistry helpers the
+    one-unit path uses give, at every SoC, the table's knots and the ends included."""
+    from numba import njit
+
+    from bess_farm.engine.chemistry import (BUILTIN_OCV, ocv_integral, ocv_integral_table,
+                                            ocv_interp, ocv_slope, resample_ocv)
+    from bess_farm.engine.kernel import _ocv_at, _ocv_segment
+
+    @njit
+    def both(tab, tab_int, socs, out):
+        n = tab.shape[0] - 1
+        for i in range(socs.shape[0]):
+            j, x = _ocv_segment(tab, socs[i])
+            o, sl, f = _ocv_at(tab[j], tab[j + 1], tab_int[j], x, n)
+            out[i, 0], out[i, 1], out[i, 2] = o, sl, f
+            out[i, 3] = ocv_interp(tab, socs[i])
+            out[i, 4] = ocv_slope(tab, socs[i])
+            out[i, 5] = ocv_integral(tab, tab_int, socs[i])
+
+    rng = np.random.default_rng(0)
+    socs = np.concatenate([rng.random(20_000), np.linspace(0.0, 1.0, 1001),
+                           [-0.5, -1e-12, 0.0, 1.0, 1.0 + 1e-12, 1.5]])
+    for volts in BUILTIN_OCV.values():
+        tab = resample_ocv(np.linspace(0.0, 1.0, volts.size), volts)
+        out = np.empty((socs.size, 6))
+        both(tab, ocv_integral_table(tab), socs, out)
+        assert np.array_equal(out[:, :3], out[:, 3:])
