@@ -569,12 +569,14 @@ class Farm:
 
     def set_unit_params(self, units, **values) -> int:
         """Change per-unit modifiers at the next tick: ``derate`` [0..1], ``ambient_offset_c``,
-        ``aging_factor``, ``cap_factor``, ``r_step``; and flags ``hvac_failed``, ``comm_fault``.
+        ``aging_factor``, ``cap_factor``, ``r_step``; and flags ``hvac_failed``, ``comm_fault``,
+        ``pcs_trip`` (the converter trips: no power, state fault, alarm ``pcs_fault``).
         Used by chaos scenarios; each change is validated before it is queued."""
         idx = _ids(units, self.n_units)
         ranges = {"derate": (0.0, 1.0), "ambient_offset_c": (-80.0, 80.0),
                   "aging_factor": (0.0, 1e4), "cap_factor": (0.05, 2.0), "r_step": (0.1, 100.0)}
-        flag_bits = {"hvac_failed": FLAG_HVAC_FAILED, "comm_fault": FLAG_COMM_FAULT}
+        flag_bits = {"hvac_failed": FLAG_HVAC_FAILED, "comm_fault": FLAG_COMM_FAULT,
+                     "pcs_trip": FLAG_PCS_TRIP}
         rows = {"derate": DERATE, "ambient_offset_c": AMBIENT_OFFSET_C, "aging_factor": AGING_FACTOR,
                 "cap_factor": CAP_FACTOR, "r_step": R_STEP}
         checked = {}

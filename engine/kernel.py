@@ -321,7 +321,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         by_current = s * (ocv0 - v1[j] - v2[j] - s * np.float64(r0[j]))
         req = by_current if (f & FLAG_CURRENT_MODE) != 0 else manual
         req = req if (f & FLAG_MANUAL) != 0 else auto
-        sc[S_PREQ + j] = 0.0 if ((f & FLAG_ENABLED) == 0) | (lat != 0) else req
+        sc[S_PREQ + j] = 0.0 if ((f & RUN_MASK) != FLAG_ENABLED) | (lat != 0) else req
     hot &= ALARM_THERMAL_RUNAWAY            # a unit in runaway, or one above the onset
     # The current and its limits, and what it does over the step: SoC and the RC pairs.
     for j in range(m):
@@ -347,7 +347,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         cm = ((f & FLAG_MANUAL) != 0) & ((f & FLAG_CURRENT_MODE) != 0)
         c = s if cm else c
         ls = 0.0 if cm else ls
-        c = 0.0 if ((f & FLAG_ENABLED) == 0) | (si[I_LATCHED + j] != 0) else c
+        c = 0.0 if ((f & RUN_MASK) != FLAG_ENABLED) | (si[I_LATCHED + j] != 0) else c
         e_src = ocv0 - v1[j] - v2[j]
         inv_r0 = 1.0 / r0[j]
         a_s = np.float64(cap[j]) * as_per_soc           # ampere-steps per unit of SoC
@@ -578,11 +578,13 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
                 | (ALARM_SELF_HEATING if t1 > onset else 0)
                 | (ALARM_HVAC_FAULT if (f & FLAG_HVAC_FAILED) != 0 else 0)
                 | (ALARM_SENSOR_FAULT if (f & FLAG_SENSOR_FAULT) != 0 else 0)
-                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0))
+                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0)
+                | (ALARM_PCS_FAULT if (f & FLAG_PCS_TRIP) != 0 else 0))
         p = sc[S_PAC + j]
         st = DISCHARGING if p > 0.0 else (CHARGING if p < 0.0 else
                                             (IDLE if req != 0.0 else STANDBY))
         st = st if (f & FLAG_ENABLED) != 0 else OFFLINE
+        st = st if (f & RUN_MASK) != RUN_MASK else FAULT       # enabled, converter tripped
         st = st if lat == 0 else FAULT
         st = THERMAL_RUNAWAY if (lat & ALARM_THERMAL_RUNAWAY) != 0 else st
         si[I_STATE + j] = st
@@ -630,7 +632,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
                            np.float64(rlo[j]), np.float64(rhi[j]), inv_taper, i_d, i_c)
         f = fl[j]
         req = sc[S_PREQ + j]
-        on = ((f & FLAG_ENABLED) != 0) & (si[I_LATCHED + j] == 0)
+        on = ((f & RUN_MASK) == FLAG_ENABLED) & (si[I_LATCHED + j] == 0)
         auto = on & ((f & FLAG_MANUAL) == 0)
         sc[S_HD + j] = hd if auto else 0.0
         sc[S_HC + j] = hc if auto else 0.0
@@ -778,7 +780,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         req = auto
         if f & FLAG_MANUAL:
             req = by_current if f & FLAG_CURRENT_MODE else manual
-        if (f & FLAG_ENABLED) == 0 or latched != 0:
+        if (f & RUN_MASK) != FLAG_ENABLED or latched != 0:
             req = 0.0
         preq = req
         ls = pcs_loss_w(req, p_rated, inv_p_rated, l0, l1, l2)
@@ -796,7 +798,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         if cm:
             c = sp
             loss = 0.0
-        if (f & FLAG_ENABLED) == 0 or latched != 0:
+        if (f & RUN_MASK) != FLAG_ENABLED or latched != 0:
             c = 0.0
         e_src = ocv0 - v1 - v2
         inv_r0 = 1.0 / r0
@@ -901,10 +903,12 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
                 | (ALARM_SELF_HEATING if temp1 > onset else 0)
                 | (ALARM_HVAC_FAULT if (f & FLAG_HVAC_FAILED) != 0 else 0)
                 | (ALARM_SENSOR_FAULT if (f & FLAG_SENSOR_FAULT) != 0 else 0)
-                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0))
+                | (ALARM_COMM_FAULT if (f & FLAG_COMM_FAULT) != 0 else 0)
+                | (ALARM_PCS_FAULT if (f & FLAG_PCS_TRIP) != 0 else 0))
         st = DISCHARGING if pac > 0.0 else (CHARGING if pac < 0.0 else
                                               (IDLE if preq != 0.0 else STANDBY))
         st = st if (f & FLAG_ENABLED) != 0 else OFFLINE
+        st = st if (f & RUN_MASK) != RUN_MASK else FAULT       # enabled, converter tripped
         st = st if lat == 0 else FAULT
         st = THERMAL_RUNAWAY if (lat & ALARM_THERMAL_RUNAWAY) != 0 else st
         status[dst, i] = st
@@ -927,7 +931,7 @@ def _step_run_scalar(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, 
         hd, hc = _headroom(soc1, temp1, ocv1, np.float64(upar[R0_OHM, i]), np.float64(der),
                            p_rated, t_der, t_hi, inv_span, t_min_chg, rlo, rhi,
                            inv_taper, i_d, i_c)
-        on = (f & FLAG_ENABLED) != 0 and lat == 0
+        on = (f & RUN_MASK) == FLAG_ENABLED and lat == 0
         if on and (f & FLAG_MANUAL) == 0:
             s_hd += hd
             s_hc += hc
@@ -1089,7 +1093,7 @@ def dispatch_sums(src, dyn, alarms, upar, flags, kind, kp, ocv, agg):
         latched = alarms[src, i] & TRIP_MASK
         if fl & FLAG_RESET:
             latched &= ALARM_THERMAL_RUNAWAY
-        if (fl & FLAG_ENABLED) == 0 or latched != 0 or (fl & FLAG_MANUAL):
+        if (fl & RUN_MASK) != FLAG_ENABLED or latched != 0 or (fl & FLAG_MANUAL):
             continue
         k = kind[i]
         soc = dyn[src, SOC, i]

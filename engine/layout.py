@@ -41,10 +41,11 @@ ALARM_COMM_FAULT = 1 << 9
 ALARM_THERMAL_RUNAWAY = 1 << 10
 ALARM_TEMPERATURE_DERATE = 1 << 11
 ALARM_SELF_HEATING = 1 << 12
+ALARM_PCS_FAULT = 1 << 13     # the converter is tripped (chaos: inverter trip); clears with it
 ALARM_NAMES = (
     "over_voltage", "under_voltage", "over_temperature", "under_temperature", "over_current",
     "soc_high", "soc_low", "hvac_fault", "sensor_fault", "comm_fault", "thermal_runaway",
-    "temperature_derate", "self_heating",
+    "temperature_derate", "self_heating", "pcs_fault",
 )
 # Alarms that trip the unit and stay latched until a reset (runaway never clears).
 TRIP_MASK = (ALARM_OVER_VOLTAGE | ALARM_UNDER_VOLTAGE | ALARM_OVER_TEMPERATURE
@@ -61,6 +62,8 @@ FLAG_NEIGHBOUR_LEFT = 1 << 6  # unit i-1 is in the same row (thermal coupling)
 FLAG_NEIGHBOUR_RIGHT = 1 << 7
 FLAG_CURRENT_MODE = 1 << 8    # manual setpoint is a DC current [A] instead of an AC power [W]
 FLAG_TRIGGER_RUNAWAY = 1 << 9  # start a thermal runaway (internal short); consumed by the next tick
+FLAG_PCS_TRIP = 1 << 10       # converter tripped: no power, state FAULT, ALARM_PCS_FAULT (until cleared)
+RUN_MASK = FLAG_ENABLED | FLAG_PCS_TRIP   # a unit may carry power when (flags & RUN_MASK) == FLAG_ENABLED
 
 # --- dynamic state rows (dyn, float64, ping-pong) -------------------------------------------
 SOC = 0              # state of charge of the present capacity [-]

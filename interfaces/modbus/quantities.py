@@ -17,7 +17,7 @@ from numba import njit
 
 from bess_farm.engine.chemistry import ocv_integral
 from bess_farm.engine.layout import (
-    ALARM_COMM_FAULT, ALARM_HVAC_FAULT, ALARM_OVER_CURRENT, ALARM_OVER_TEMPERATURE,
+    ALARM_COMM_FAULT, ALARM_HVAC_FAULT, ALARM_PCS_FAULT, ALARM_OVER_CURRENT, ALARM_OVER_TEMPERATURE,
     ALARM_OVER_VOLTAGE, ALARM_SELF_HEATING, ALARM_SENSOR_FAULT, ALARM_SOC_HIGH, ALARM_SOC_LOW,
     ALARM_TEMPERATURE_DERATE, ALARM_THERMAL_RUNAWAY, ALARM_UNDER_TEMPERATURE, ALARM_UNDER_VOLTAGE,
     CAP_AH, CAP_NOM_AH, CH_CURRENT, CH_SOC, CH_TEMPERATURE, CH_VOLTAGE, CHARGING, CURRENT_A,
@@ -219,7 +219,7 @@ def evt1_bits(alarms):
         e |= EVT1_COMMUNICATION_ERROR
     if alarms & ALARM_THERMAL_RUNAWAY:
         e |= EVT1_THERMAL_RUNAWAY | EVT1_OVER_TEMP_ALARM
-    if alarms & ALARM_HVAC_FAULT:
+    if alarms & (ALARM_HVAC_FAULT | ALARM_PCS_FAULT):
         e |= EVT1_OTHER_ALARM
     if alarms & ALARM_SENSOR_FAULT:
         e |= EVT1_OTHER_WARNING
@@ -289,6 +289,8 @@ def sunspec_enums(state, alarms, enabled, soc, soc_lo, soc_hi, p_ac, q):
         a |= 1 << 1          # DC_OVER_VOLT
     if state == FAULT or state == THERMAL_RUNAWAY:
         a |= 1 << 3          # DC_DISCONNECT
+    if alarms & ALARM_PCS_FAULT:
+        a |= 1 << 2          # AC_DISCONNECT: the converter tripped
     q[Q_SS_701_ALRM] = a
 
 
