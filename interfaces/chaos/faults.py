@@ -825,11 +825,10 @@ def _trip_revert(farm, units, params, ctx):
 register(FaultType(
     "inverter_trip", "power",
     "The units' PCS trips: no power, out of the farm dispatch (HVAC keeps running); the units "
-    "come back when the fault ends. Enable commands during the trip are ignored and applied "
-    "afterwards.",
+    "come back when the fault ends.",
     (), _trip_apply, _trip_revert,
-    reports="contactors open: state offline, 802 State DISCONNECTED, 701 St off (an engine with "
-            "`FLAG_PCS_TRIP` shows state fault, 802 State FAULT, 701 InvSt FAULT instead)"))
+    reports="state fault with alarm `pcs_fault`: 802 State FAULT and Evt1 other alarm, 701 InvSt "
+            "FAULT with AC disconnect"))
 
 
 def _hold_apply(farm, units, params, ctx):
