@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bess-farm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run the farm in real time with its Modbus server",
-                       description="Run the farm in real time: the engine ticks at 10 Hz and SCADA "
-                                   "polls and writes it over Modbus TCP (SunSpec; see docs/modbus.md). "
-                                   "Without --config, the embedded default farm.")
+    r = sub.add_parser("run", help="run the farm in real time: Modbus, REST API, metrics",
+                       description="Run the farm in real time: the engine ticks at 10 Hz; SCADA "
+                                   "polls and writes it over Modbus TCP (SunSpec, port 5020; "
+                                   "docs/modbus.md), operators over the REST API (port 8000; "
+                                   "docs/api.md), Prometheus scrapes its metrics (port 9090; "
+                                   "docs/telemetry.md). Without --config, the embedded default farm.")
     r.add_argument("--config", type=Path, help="site config (TOML): farm, [modbus], [runtime]")
     r.add_argument("--modbus-host", default=None, help="bind address (default 0.0.0.0)")
     r.add_argument("--modbus-port", type=int, default=None,
