@@ -233,7 +233,8 @@ ROUTES: list[RouteSpec] = [
     RouteSpec("GET", "/api/v1/scenarios/active", "scenario_active", "Active faults of the running "
               "scenario", "scenario_active", response="ActiveFaults"),
     RouteSpec("GET", "/api/v1/events", "events", "Fault and scenario events (start, end), oldest "
-              "first; poll with since= the last seq seen (Grafana annotations)", "events_route",
+              "first; poll with since= the last seq seen (Grafana annotations: wall_time is the "
+              "event's Unix time)", "events_route",
               response="Events", params=[
                   Param("since", "query", {"type": "integer", "minimum": 0}, "events after this seq"),
                   Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 2000})]),
@@ -575,8 +576,14 @@ class Api:
         q = request.query_params
         since = int(q.get("since", 0))
         limit = int(q.get("limit", 500))
-        events = self.rt.chaos.events_since(since, limit)
-        return {"events": _jsonable(events), "last": events[-1]["seq"] if events else since}
+        events = _jsonable(self.rt.chaos.events_since(since, limit))
+        # wall-clock time of each event (for Grafana annotations): simulated time runs at
+        # --speed times the wall clock from the published tick backwards
+        now, t_pub, speed = time.time(), self.rt.pub.time_s, self.rt.site.run.speed
+        for e in events:
+            if e.get("time_s") is not None:
+                e["wall_time"] = round(now - (t_pub - e["time_s"]) / speed, 3)
+        return {"events": events, "last": events[-1]["seq"] if events else since}
 
     async def scenario_start(self, request, body):
         from .chaos import ChaosError, ScenarioError, list_builtin, load_scenario, parse_scenario
