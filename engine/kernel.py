@@ -83,6 +83,7 @@ _PITCH = BLOCK + 8
  S_F1, S_HEAT, S_EDC, S_ELOSS, S_VTERM, S_PAC, S_PDC, S_TNB, S_QRW, S_TEMP1, S_PHVAC,
  S_SEG_X, S_SEG_V0, S_SEG_V1, S_SEG_F) = range(0, 27 * _PITCH, _PITCH)
 I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS, I_SOC_BAND, I_TEMP_BAND = range(0, 7 * _PITCH, _PITCH)
+I_SEG = I_STATE          # an OCV table segment index, in phases 1 and 2 (I_STATE is set in phase 4)
 # what the farm allocates per thread, in rows of BLOCK elements (Farm._new_scratch)
 N_SCRATCH = -(-27 * _PITCH // BLOCK)
 N_ISCRATCH = -(-7 * _PITCH // BLOCK)
@@ -144,6 +145,34 @@ def _ocv_segment(tab, soc):
 
 
 @njit(**_INLINE)
+def _ocv_segment_v(n, soc):
+    """:func:`_ocv_segment` for a table of ``n`` segments, with an int32 conversion (it
+    vectorizes, where the int64 one does not): the same segment and position for any SoC."""
+    x = min(max(soc, 0.0), 1.0) * n
+    j = max(np.int32(0), min(np.int32(x), np.int32(n - 1)))   # (the lower bound: a NaN SoC)
+    return j, x - j
+
+
+@njit(**_INLINE)
+def _count_bins(v, pa, off):
+    """Add to ``pa[off + c]`` the number of entries of ``v`` equal to ``c``, for every ``c``.
+
+    Nearly all units of a run share a state and a band, so the entries span a bin or two: count
+    them with vectorized compare-and-add passes over ``[min(v), max(v)]`` instead of a scalar
+    histogram (a chain of read-modify-writes of the same bin)."""
+    lo = v[0]
+    hi = v[0]
+    for j in range(v.shape[0]):
+        lo = min(lo, v[j])
+        hi = max(hi, v[j])
+    for c in range(lo, hi + 1):
+        cnt = 0
+        for j in range(v.shape[0]):
+            cnt += 1 if v[j] == c else 0
+        pa[off + c] += cnt
+
+
+@njit(**_INLINE)
 def _ocv_at(v0, v1, f_j, x, n):
     """OCV, slope dOCV/dSoC and integral F from a segment's table values (``v0 = tab[j]``,
     ``v1 = tab[j + 1]``, ``f_j = tab_int[j]``) and the position ``x`` in it (n segments):
@@ -170,6 +199,18 @@ def _headroom(soc, temp_c, ocv_v, r0, derate, p_rated, t_der, t_hi, inv_span, t_
     p_c = min(p_rated, i_c * (ocv_v + i_c * r0))
     f = f_t * derate
     return max(0.0, p_d * f * f_dis), max(0.0, p_c * f * f_chg * f_cold)
+
+
+@njit(**_INLINE)
+def _ocv_reads(tab, tab_int, si, sc, m):
+    """The table values of the segments in ``si[I_SEG:]``: loads only (they do not vectorize).
+    Unsigned indices: no check for a negative index (wraparound) per read."""
+    one = np.uint64(1)
+    for j in range(m):
+        g = np.uint64(si[I_SEG + j])
+        sc[S_SEG_V0 + j] = tab[g]
+        sc[S_SEG_V1 + j] = tab[g + one]
+        sc[S_SEG_F + j] = tab_int[g]
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -277,14 +318,15 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
 
     # ============ 1: protection latch and reset, dispatch, PCS, current and its limits
     # The OCV table segment of the start-of-step SoC. Table reads do not vectorize, so they get
-    # a loop of their own; the arithmetic of the lookup is done in the next, vectorized, loop.
+    # a loop of their own, of nothing but loads and stores; the segment index and position are
+    # computed in a vectorized pass before it (into I_SEG, a row that is free until phase 4),
+    # the arithmetic of the lookup in the next, vectorized, loop.
     n_seg = tab.shape[0] - 1
     for j in range(m):
-        g, x = _ocv_segment(tab, soc[j])
+        g, x = _ocv_segment_v(n_seg, soc[j])
+        si[I_SEG + j] = g
         sc[S_SEG_X + j] = x
-        sc[S_SEG_V0 + j] = tab[g]
-        sc[S_SEG_V1 + j] = tab[g + 1]
-        sc[S_SEG_F + j] = tab_int[g]
+    _ocv_reads(tab, tab_int, si, sc, m)
     # Latch and reset, headroom and dispatch: the AC power each unit is asked for. Also notes
     # (as bit masks, which vectorize) whether any unit needs one of the rare paths below.
     any_flags = 0
@@ -368,13 +410,12 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         sc[S_V1N + j] = v1n
         sc[S_V2N + j] = v2n
         sc[S_VRCA + j] = v1a + v2a
-    # the OCV table segment of the end-of-step SoC (table reads)
+    # the OCV table segment of the end-of-step SoC (table reads; the index is computed above)
     for j in range(m):
-        g, x = _ocv_segment(tab, sc[S_SOC1 + j])
+        g, x = _ocv_segment_v(n_seg, sc[S_SOC1 + j])
+        si[I_SEG + j] = g
         sc[S_SEG_X + j] = x
-        sc[S_SEG_V0 + j] = tab[g]
-        sc[S_SEG_V1 + j] = tab[g + 1]
-        sc[S_SEG_F + j] = tab_int[g]
+    _ocv_reads(tab, tab_int, si, sc, m)
     # energy accounts, the unit's powers and terminal voltage
     for j in range(m):
         c = sc[S_CUR + j]
@@ -673,16 +714,10 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     pa[AG_EFC_SUM] += _sum(dst_f)
     pa[AG_SOH_SUM] += _sum(upar[SOH, a:e])
     pa[AG_N_ALARM] += n_alarm
-    # Counts per state, SoC band and temperature band. Four interleaved tallies, because nearly
-    # all units land in the same bin: one tally would make every unit wait for the previous one.
-    tally = np.zeros((4, N_STATES + SOC_BANDS + TEMP_BANDS), dtype=np.int64)
-    for j in range(m):
-        t = tally[j & 3]
-        t[si[I_STATE + j]] += 1
-        t[si[I_SOC_BAND + j]] += 1
-        t[si[I_TEMP_BAND + j]] += 1
-    for c in range(N_STATES + SOC_BANDS + TEMP_BANDS):
-        pa[AG_STATE + c] += tally[0, c] + tally[1, c] + tally[2, c] + tally[3, c]
+    # Counts per state, SoC band and temperature band (see _count_bins).
+    _count_bins(si[I_STATE:I_STATE + m], pa, AG_STATE)
+    _count_bins(si[I_SOC_BAND:I_SOC_BAND + m], pa, AG_STATE)
+    _count_bins(si[I_TEMP_BAND:I_TEMP_BAND + m], pa, AG_STATE)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

@@ -182,3 +182,48 @@ def test_split_ocv_lookup_is_bitwise_the_chemistry_lookup():
         out = np.empty((socs.size, 6))
         both(tab, ocv_integral_table(tab), socs, out)
         assert np.array_equal(out[:, :3], out[:, 3:])
+
+
+def test_vectorized_ocv_segment_is_bitwise_the_scalar_segment():
+    """The vector path computes a lookup's segment with an int32 conversion
+    (kernel._ocv_segment_v); it must give the segment and position of kernel._ocv_segment."""
+    from numba import njit
+
+    from bess_farm.engine.chemistry import OCV_POINTS
+    from bess_farm.engine.kernel import _ocv_segment, _ocv_segment_v
+
+    @njit
+    def both(tab, socs, out):
+        n = tab.shape[0] - 1
+        for i in range(socs.shape[0]):
+            j, x = _ocv_segment(tab, socs[i])
+            jv, xv = _ocv_segment_v(n, socs[i])
+            out[i, 0], out[i, 1], out[i, 2], out[i, 3] = j, x, jv, xv
+
+    rng = np.random.default_rng(1)
+    socs = np.concatenate([rng.random(20_000), np.linspace(0.0, 1.0, 1001),
+                           [-np.inf, -0.5, -1e-12, -0.0, 0.0, 1.0 - 1e-16, 1.0, 1.0 + 1e-12, 1.5,
+                            np.inf]])
+    out = np.empty((socs.size, 4))
+    both(np.zeros(OCV_POINTS), socs, out)
+    assert np.array_equal(out[:, :2], out[:, 2:])
+
+
+def test_bin_counts_are_the_histogram():
+    """kernel._count_bins (the tallies of states and bands) adds what a histogram counts."""
+    from numba import njit
+
+    from bess_farm.engine.kernel import _count_bins
+
+    @njit
+    def count(v, pa, off):
+        _count_bins(v, pa, off)
+
+    rng = np.random.default_rng(3)
+    for v in (np.full(2048, 4, np.int64), rng.integers(0, 25, 3000),
+              np.r_[np.full(500, 9), np.full(7, 12), [8]].astype(np.int64)):
+        pa = np.full(40, 0.5)
+        count(v, pa, 3)
+        expect = np.full(40, 0.5)
+        expect[3:28] += np.bincount(v, minlength=25)
+        assert np.array_equal(pa, expect)
