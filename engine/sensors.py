@@ -81,16 +81,23 @@ def measure_many(truth, units, ids, sigma, faults, faulted, channel, seed, tick,
     out : float64[:]   written in place
     """
     for j in range(units.shape[0]):
-        i = units[j]
-        s = sigma[j]
-        v = truth[j]
-        if faulted[j]:
-            row = faults[i, channel]
-            v = apply_fault(row, v, t_s)
-            if int(row[SF_MODE]) == SF_NOISE:
-                s += row[SF_A]
-            if int(row[SF_MODE]) == SF_STUCK:
-                s = 0.0
-        if s > 0.0:
-            v += s * standard_normal(seed, ids[j], tick, channel)
-        out[j] = v
+        out[j] = measure_one(faults, units[j], channel, truth[j], sigma[j], faulted[j], seed, ids[j],
+                             tick, t_s)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def measure_one(faults, i, channel, truth, sigma, faulted, seed, uid, tick, t_s):
+    """The measured value of one unit's channel (see :func:`measure_many`): ``i`` is its row in
+    ``faults``, ``uid`` its farm-wide id."""
+    s = sigma
+    v = truth
+    if faulted:
+        row = faults[i, channel]
+        v = apply_fault(row, v, t_s)
+        if int(row[SF_MODE]) == SF_NOISE:
+            s += row[SF_A]
+        if int(row[SF_MODE]) == SF_STUCK:
+            s = 0.0
+    if s > 0.0:
+        v += s * standard_normal(seed, uid, tick, channel)
+    return v

@@ -24,10 +24,10 @@ from bess_farm.engine.layout import (
     DISCHARGING, E_AC_CHARGED, E_AC_DISCHARGED, EFC, FAULT, FLAG_ENABLED, FLAG_MANUAL,
     FLAG_SENSOR_FAULT, IDLE, K_I_MAX_CHG, K_I_MAX_DIS, K_N_SERIES, K_OCV_TABLE, K_P_RATED,
     K_SIGMA_I, K_SIGMA_SOC, K_SIGMA_T, K_SIGMA_V, K_SOC_MAX, K_SOC_MIN, K_V_MAX, K_V_MIN,
-    OFFLINE, P_AC_W, P_DC_W, P_HVAC_W, P_REQUEST_W, SETPOINT_W, SF_A, SF_MODE, SF_NOISE, SF_STUCK, SOC,
+    OFFLINE, P_AC_W, P_DC_W, P_HVAC_W, P_REQUEST_W, SETPOINT_W, SOC,
     SOC_RSV_MAX, SOC_RSV_MIN, SOH, STANDBY, TEMP_C, THERMAL_RUNAWAY, TRIP_MASK, TRIPS, VOLTAGE_V,
 )
-from bess_farm.engine.sensors import apply_fault, standard_normal
+from bess_farm.engine.sensors import measure_one
 
 # name -> (unit, meaning); the index of a name is its slot in the quantity vector.
 _Q = (
@@ -180,22 +180,6 @@ EVT1_OTHER_WARNING = 1 << 22
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _measure(faults, i, channel, truth, sigma, faulted, seed, uid, tick, t_s):
-    v = truth
-    s = sigma
-    if faulted:
-        row = faults[i, channel]
-        v = apply_fault(row, v, t_s)
-        if int(row[SF_MODE]) == SF_NOISE:
-            s += row[SF_A]
-        if int(row[SF_MODE]) == SF_STUCK:
-            s = 0.0
-    if s > 0.0:
-        v += s * standard_normal(seed, uid, tick, channel)
-    return v
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def evt1_bits(alarms):
     """SunSpec 802 Evt1 from the engine's alarm bits (what a real BMS reports)."""
     e = 0
@@ -303,12 +287,12 @@ def unit_quantities(i, src, tick, t_s, seed, uid, t_amb, ac_v, grid_hz, dyn, out
     faulted = (f & FLAG_SENSOR_FAULT) != 0
     ns = kp[k, K_N_SERIES]
     soc = dyn[src, SOC, i]
-    soc_m = _measure(faults, i, CH_SOC, soc, kp[k, K_SIGMA_SOC], faulted, seed, uid, tick, t_s)
-    v_m = _measure(faults, i, CH_VOLTAGE, np.float64(out[src, VOLTAGE_V, i]), kp[k, K_SIGMA_V],
+    soc_m = measure_one(faults, i, CH_SOC, soc, kp[k, K_SIGMA_SOC], faulted, seed, uid, tick, t_s)
+    v_m = measure_one(faults, i, CH_VOLTAGE, np.float64(out[src, VOLTAGE_V, i]), kp[k, K_SIGMA_V],
                    faulted, seed, uid, tick, t_s)
-    t_m = _measure(faults, i, CH_TEMPERATURE, dyn[src, TEMP_C, i], kp[k, K_SIGMA_T], faulted,
+    t_m = measure_one(faults, i, CH_TEMPERATURE, dyn[src, TEMP_C, i], kp[k, K_SIGMA_T], faulted,
                    seed, uid, tick, t_s)
-    i_m = _measure(faults, i, CH_CURRENT, np.float64(out[src, CURRENT_A, i]), kp[k, K_SIGMA_I],
+    i_m = measure_one(faults, i, CH_CURRENT, np.float64(out[src, CURRENT_A, i]), kp[k, K_SIGMA_I],
                    faulted, seed, uid, tick, t_s)
     q[Q_SOC_PCT] = 100.0 * min(1.0, max(0.0, soc_m))
     q[Q_SOH_PCT] = 100.0 * upar[SOH, i]
