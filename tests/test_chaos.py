@@ -269,10 +269,9 @@ def test_comm_latency_draws_are_reproducible_per_seed():
     assert a == b and a != c and all(0.01 <= x <= 0.09 for x in a)
 
 
-@pytest.mark.skipif(hasattr(L, "FLAG_PCS_TRIP"), reason="the engine has a PCS-fault state")
-def test_inverter_trip_takes_the_unit_offline_and_back():
+def test_grid_outage_takes_the_units_offline_holds_them_and_brings_them_back():
     tw = Twin()
-    tw.start(one_fault("inverter_trip", units=(3,), at=0.0, duration=300.0))
+    tw.start(one_fault("grid_outage", at=0.0, duration=300.0))
     tw.step(2)
     s = tw.a.snapshot()
     assert s["state"][3] == L.OFFLINE and s["p_ac_w"][3] == 0.0
