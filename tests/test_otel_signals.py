@@ -132,6 +132,8 @@ def test_modbus_requests_by_model_and_outcome(tmp_path):
 
 def test_chaos_counts_when_present(tmp_path):
     class Chaos:
+        running = False              # the runtime's shutdown asks before stopping a scenario
+
         def active_by_type(self):
             return {"hvac_failure": 2, "sensor_drift": 1}
 
