@@ -85,17 +85,22 @@ def _unknown(keys, allowed, where):
         raise ConfigError(f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _number(value, where, lo=-math.inf, hi=math.inf, lo_open=False, integer=False):
+def check_number(value, where, lo=-math.inf, hi=math.inf, lo_open=False, integer=False,
+                 error: type[Exception] = None):
+    """``value`` as a finite number inside ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), an int
+    with ``integer``; else ``error`` (default :class:`ConfigError`) naming ``where`` and the rule.
+    Every config section (farm, runtime, Modbus, API, telemetry) validates its numbers here."""
+    error = error or ConfigError
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise error(f"{where}: expected a number, got {value!r}")
     if integer and (not float(value).is_integer()):
-        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        raise error(f"{where}: expected a whole number, got {value!r}")
     v = float(value)
     if not math.isfinite(v):
-        raise ConfigError(f"{where}: must be finite, got {value!r}")
+        raise error(f"{where}: must be finite, got {value!r}")
     if v < lo or (lo_open and v == lo) or v > hi:
         lo_s = f"> {lo}" if lo_open else f">= {lo}"
-        raise ConfigError(f"{where}: {value!r} is out of range (must be {lo_s} and <= {hi})")
+        raise error(f"{where}: {value!r} is out of range (must be {lo_s} and <= {hi})")
     return int(v) if integer else v
 
 
@@ -133,17 +138,17 @@ def parse_config(data: dict[str, Any] | str | Path | None = None) -> FarmConfig:
             raise ConfigError("farm.name: expected a non-empty string")
         cfg.name = farm["name"]
     if "seed" in farm:
-        cfg.seed = _number(farm["seed"], "farm.seed", 0, 2**63 - 1, integer=True)
+        cfg.seed = check_number(farm["seed"], "farm.seed", 0, 2**63 - 1, integer=True)
     if "units_per_row" in farm:
-        cfg.units_per_row = _number(farm["units_per_row"], "farm.units_per_row", 1, 10**7, integer=True)
+        cfg.units_per_row = check_number(farm["units_per_row"], "farm.units_per_row", 1, 10**7, integer=True)
     if "initial_soc" in farm:
-        cfg.initial_soc = _number(farm["initial_soc"], "farm.initial_soc", 0.0, 1.0)
+        cfg.initial_soc = check_number(farm["initial_soc"], "farm.initial_soc", 0.0, 1.0)
     if "initial_temp_c" in farm:
-        cfg.initial_temp_c = _number(farm["initial_temp_c"], "farm.initial_temp_c", -60.0, 100.0)
+        cfg.initial_temp_c = check_number(farm["initial_temp_c"], "farm.initial_temp_c", -60.0, 100.0)
     if "start_hour" in farm:
-        cfg.start_hour = _number(farm["start_hour"], "farm.start_hour", 0.0, 24.0)
+        cfg.start_hour = check_number(farm["start_hour"], "farm.start_hour", 0.0, 24.0)
     if "aging_interval_s" in farm:
-        cfg.aging_interval_s = _number(farm["aging_interval_s"], "farm.aging_interval_s", 0.0, 3600.0, lo_open=True)
+        cfg.aging_interval_s = check_number(farm["aging_interval_s"], "farm.aging_interval_s", 0.0, 3600.0, lo_open=True)
     if "ambient" in data:
         cfg.ambient = _parse_ambient(data["ambient"])
     units = data.get("units")
@@ -170,18 +175,18 @@ def _parse_ambient(amb) -> dict[str, Any]:
         raise ConfigError(f"ambient.kind: unknown kind {kind!r}; known: {', '.join(AMBIENT_KINDS)}")
     out: dict[str, Any] = {"kind": kind}
     if kind == "constant":
-        out["value_c"] = _number(amb.get("value_c", 25.0), "ambient.value_c", -60.0, 70.0)
+        out["value_c"] = check_number(amb.get("value_c", 25.0), "ambient.value_c", -60.0, 70.0)
     elif kind == "daily":
-        out["mean_c"] = _number(amb.get("mean_c", 20.0), "ambient.mean_c", -60.0, 70.0)
-        out["amplitude_c"] = _number(amb.get("amplitude_c", 6.0), "ambient.amplitude_c", 0.0, 40.0)
-        out["peak_hour"] = _number(amb.get("peak_hour", 15.0), "ambient.peak_hour", 0.0, 24.0)
+        out["mean_c"] = check_number(amb.get("mean_c", 20.0), "ambient.mean_c", -60.0, 70.0)
+        out["amplitude_c"] = check_number(amb.get("amplitude_c", 6.0), "ambient.amplitude_c", 0.0, 40.0)
+        out["peak_hour"] = check_number(amb.get("peak_hour", 15.0), "ambient.peak_hour", 0.0, 24.0)
     else:
         times = amb.get("times_s")
         values = amb.get("values_c")
         if not isinstance(times, list) or not isinstance(values, list) or len(times) != len(values) or not times:
             raise ConfigError("ambient: kind 'series' needs times_s and values_c, two lists of equal length")
-        t = np.array([_number(x, f"ambient.times_s[{j}]") for j, x in enumerate(times)])
-        v = np.array([_number(x, f"ambient.values_c[{j}]", -60.0, 70.0) for j, x in enumerate(values)])
+        t = np.array([check_number(x, f"ambient.times_s[{j}]") for j, x in enumerate(times)])
+        v = np.array([check_number(x, f"ambient.values_c[{j}]", -60.0, 70.0) for j, x in enumerate(values)])
         if np.any(np.diff(t) <= 0):
             raise ConfigError("ambient.times_s: must be strictly increasing")
         out["times_s"] = t
@@ -200,7 +205,7 @@ def _parse_group(group, where) -> UnitGroup:
         preset(name)
     except ValueError as exc:
         raise ConfigError(f"{where}.preset: {exc}") from None
-    count = _number(group.get("count", 1), f"{where}.count", 1, 10_000_000, integer=True)
+    count = check_number(group.get("count", 1), f"{where}.count", 1, 10_000_000, integer=True)
     params = group.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}.params: expected a table")
@@ -209,7 +214,7 @@ def _parse_group(group, where) -> UnitGroup:
     if not isinstance(spread, dict):
         raise ConfigError(f"{where}.spread: expected a table")
     _unknown(spread, SPREAD_KEYS, f"{where}.spread")
-    spread = {k: _number(v, f"{where}.spread.{k}", 0.0, 0.3) for k, v in spread.items()}
+    spread = {k: check_number(v, f"{where}.spread.{k}", 0.0, 0.3) for k, v in spread.items()}
     return UnitGroup(name, count, dict(params), spread)
 
 
@@ -248,7 +253,7 @@ def resolve_kind(group: UnitGroup, where: str) -> dict[str, Any]:
         if key in _RANGES:
             lo, lo_open, hi = _RANGES[key]
             integer = key in ("n_series", "n_parallel")
-            p[key] = _number(value, f"{where}.params.{key}", lo, hi, lo_open=lo_open, integer=integer)
+            p[key] = check_number(value, f"{where}.params.{key}", lo, hi, lo_open=lo_open, integer=integer)
         elif key in ("vendor", "model", "chemistry", "aging_model"):
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}.params.{key}: expected a non-empty string")

@@ -316,13 +316,8 @@ def api_token(settings) -> tuple[str, str]:
 
 
 def _num(value, where, lo, hi, integer):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SiteConfigError(f"{where}: expected a number, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise SiteConfigError(f"{where}: expected a whole number, got {value!r}")
-    if not lo <= value <= hi:
-        raise SiteConfigError(f"{where}: {value!r} is out of range ({lo}..{hi})")
-    return int(value) if integer else float(value)
+    from bess_farm.engine.config import check_number
+    return check_number(value, where, lo, hi, integer=integer, error=SiteConfigError)
 
 
 # ------------------------------------------------------------------------------------- logging

@@ -15,7 +15,6 @@ the defaults (docs/telemetry.md lists them).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -230,13 +229,8 @@ def _int_text(v: str, where: str) -> int:
 
 
 def _num(value, where, lo, hi, integer):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TelemetryConfigError(f"{where}: expected a number, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise TelemetryConfigError(f"{where}: expected a whole number, got {value!r}")
-    if not lo <= value <= hi:
-        raise TelemetryConfigError(f"{where}: {value!r} is out of range ({lo}..{hi})")
-    return int(value) if integer else float(value)
+    from bess_farm.engine.config import check_number
+    return check_number(value, where, lo, hi, integer=integer, error=TelemetryConfigError)
 
 
 def parse_unit_selector(text: str, n_units: int | None, where: str = "unit_metrics_units"):
