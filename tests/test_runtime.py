@@ -140,13 +140,14 @@ def test_overrun_policy(policy):
 
 def test_trips_are_logged(caplog):
     with caplog.at_level(logging.INFO, logger="bess"):
+        was = logging.getLogger("bess").propagate
         logging.getLogger("bess").propagate = True
         try:
             with running(tick_hz=10.0, speed=10.0) as rt:
                 rt.call(lambda: rt.farm.trigger_runaway([0]))
                 wait_ticks(rt, 3)
         finally:
-            logging.getLogger("bess").propagate = False
+            logging.getLogger("bess").propagate = was
     runaway = [r for r in caplog.records if r.getMessage() == "thermal runaway"]
     assert runaway and runaway[0].fields["unit"] == 0
     assert runaway[0].levelno == logging.CRITICAL
