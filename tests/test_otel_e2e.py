@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -222,7 +223,9 @@ def test_prometheus_scrapes_every_instrument(tmp_path):
             'http_server_request_duration_seconds_bucket{job="whole",http_route="/api/v1/units/{unit_id}"}')}
         assert set(BY_NAME["http.server.request.duration"].buckets) <= les
         assert prom.scalar('sum(bess_modbus_requests_total{job="whole",sunspec_model="802",outcome="ok"})') >= 5
-        assert prom.scalar('histogram_quantile(0.99, sum by (le) (rate(bess_tick_duration_seconds_bucket{job="whole"}[10s])))') < 1.0
+        # the tick histogram yields a quantile (how fast ticks are is for benchmarks/)
+        p99 = prom.scalar('histogram_quantile(0.99, sum by (le) (rate(bess_tick_duration_seconds_bucket{job="whole"}[10s])))')
+        assert math.isfinite(p99) and p99 > 0
     finally:
         if prom is not None:
             prom.stop()
