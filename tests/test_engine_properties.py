@@ -227,3 +227,100 @@ def test_bin_counts_are_the_histogram():
         expect = np.full(40, 0.5)
         expect[3:28] += np.bincount(v, minlength=25)
         assert np.array_equal(pa, expect)
+
+
+def _hvac_both(kp, temp, base, nnb, fl, out):
+    """The vector path's HVAC update of one run (kernel._hvac_regime, kernel._hvac_step) next to
+    thermal_update unit by unit; returns the run's OR of regime bits."""
+    from bess_farm.engine import kernel as kn
+    from bess_farm.engine.layout import (FLAG_HVAC_FAILED, K_HVAC_COOL_W, K_HVAC_GAIN,
+                                         K_HVAC_HEAT_W, K_HVAC_T_COOL, K_HVAC_T_HEAT)
+    from bess_farm.engine.thermal import thermal_update
+    from numba import njit
+
+    s_tnb, s_temp1, s_phvac, i_nnb = kn.S_TNB, kn.S_TEMP1, kn.S_PHVAC, kn.I_NNB
+    n_sc, n_si = kn.N_SCRATCH * kn.BLOCK, kn.N_ISCRATCH * kn.BLOCK
+    regime, step = kn._hvac_regime, kn._hvac_step
+
+    @njit
+    def run(kp, temp, base, nnb, fl, out):
+        m = temp.shape[0]
+        sc = np.zeros(n_sc)
+        si = np.zeros(n_si, np.int64)
+        regimes = 0
+        for j in range(m):
+            sc[s_tnb + j] = base[j]
+            si[i_nnb + j] = nnb[j]
+            regimes |= regime(temp[j], (fl[j] & FLAG_HVAC_FAILED) == 0, kp[0, K_HVAC_GAIN],
+                              kp[0, K_HVAC_T_COOL], kp[0, K_HVAC_T_HEAT], kp[0, K_HVAC_COOL_W],
+                              kp[0, K_HVAC_HEAT_W])
+        step(kp, 0, regimes, temp, fl, sc, si, m)
+        for j in range(m):
+            out[j, 0] = sc[s_temp1 + j]
+            out[j, 1] = sc[s_phvac + j]
+            out[j, 2], out[j, 3] = thermal_update(kp, 0, temp[j], base[j], nnb[j],
+                                                  (fl[j] & FLAG_HVAC_FAILED) == 0)
+        return regimes
+
+    return run(kp, temp, base, nnb, fl, out)
+
+
+def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
+    """When every unit of a run is in one HVAC regime the vector path takes the regime's
+    constants as scalars (kernel._hvac_uniform); in every regime, at its edges, and for mixed
+    runs and failed HVACs (the per-unit loop), it must give bitwise what thermal_update gives."""
+    from bess_farm.engine import kernel as kn
+    from bess_farm.engine.layout import FLAG_ENABLED, FLAG_HVAC_FAILED
+
+    f = farm(4, spread={})
+    p = f.kinds[0]
+    t_cool, t_heat = p["hvac_cool_setpoint_c"], p["hvac_heat_setpoint_c"]
+    t_sat_c = t_cool + p["hvac_cooling_w"] / p["hvac_gain_w_per_k"]     # saturates from here
+    t_sat_h = t_heat - p["hvac_heating_w"] / p["hvac_gain_w_per_k"]
+    bands = {                                     # temperatures of each regime, edges included
+        kn.RG_PROP_COOL: (np.nextafter(t_cool, np.inf), np.nextafter(t_sat_c, -np.inf)),
+        kn.RG_SAT_COOL: (t_sat_c, 90.0),
+        kn.RG_OFF: (t_heat, t_cool),
+        kn.RG_PROP_HEAT: (np.nextafter(t_sat_h, np.inf), np.nextafter(t_heat, -np.inf)),
+        kn.RG_SAT_HEAT: (-40.0, t_sat_h),
+    }
+    rng = np.random.default_rng(5)
+    ok = np.uint16(FLAG_ENABLED)
+    for m in (37, kn.BLOCK):
+        base = rng.uniform(-5e3, 3e4, m)
+        nnb = rng.integers(0, 3, m)
+        for bit, (lo, hi) in bands.items():
+            temp = np.r_[lo, hi, rng.uniform(lo, hi, m - 2)]
+            out = np.empty((m, 4))
+            assert _hvac_both(f.kpar, temp, base, nnb, np.full(m, ok), out) == bit
+            assert np.array_equal(out[:, :2], out[:, 2:]), bit
+        # mixed regimes, and one failed HVAC: unit by unit
+        temp = rng.uniform(-20.0, 60.0, m)
+        fl = np.full(m, ok)
+        for case in ("mixed", "failed"):
+            if case == "failed":
+                temp[:] = 27.0
+                fl[m // 2] |= np.uint16(FLAG_HVAC_FAILED)
+            out = np.empty((m, 4))
+            regimes = _hvac_both(f.kpar, temp, base, nnb, fl, out)
+            assert regimes.bit_count() > 1, case
+            assert np.array_equal(out[:, :2], out[:, 2:]), case
+
+
+def test_small_and_long_runs_agree_in_every_hvac_regime():
+    """The one-unit path and the short-loop path (which has a vectorized update per HVAC
+    regime) give bitwise the same units when the whole farm sits in one regime."""
+    from bess_farm.engine.kernel import SCALAR_RUN_MAX
+
+    small_n, big_n = 10, 20
+    assert small_n < SCALAR_RUN_MAX <= big_n
+    watts = np.linspace(-1.8e6, 1.8e6, small_n)
+    for t_amb in (27.0, 40.0, 20.0, 14.5, 0.0):
+        farms = [farm(nn, units_per_row=10, spread={},
+                      ambient={"kind": "constant", "value_c": t_amb}) for nn in (small_n, big_n)]
+        for f in farms:
+            f.set_unit_power(np.arange(small_n), watts)
+            f.step(1.0, 100)
+        a, b = farms[0].snapshot(), farms[1].snapshot()
+        for name in a.names():
+            assert np.array_equal(a[name], b[name][:small_n]), (t_amb, name)
