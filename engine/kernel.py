@@ -84,6 +84,7 @@ _PITCH = BLOCK + 8
  S_SEG_X, S_SEG_V0, S_SEG_V1, S_SEG_F) = range(0, 27 * _PITCH, _PITCH)
 I_LATCHED, I_CLAMPED, I_NNB, I_STATE, I_ALARMS, I_SOC_BAND, I_TEMP_BAND = range(0, 7 * _PITCH, _PITCH)
 I_SEG = I_STATE          # an OCV table segment index, in phases 1 and 2 (I_STATE is set in phase 4)
+I_SEG1 = I_SOC_BAND      # the end-of-step segment, in phase 2 (I_SOC_BAND is set in phase 4)
 # what the farm allocates per thread, in rows of BLOCK elements (Farm._new_scratch)
 N_SCRATCH = -(-27 * _PITCH // BLOCK)
 N_ISCRATCH = -(-7 * _PITCH // BLOCK)
@@ -202,6 +203,20 @@ def _headroom(soc, temp_c, ocv_v, r0, derate, p_rated, t_der, t_hi, inv_span, t_
 
 
 @njit(**_INLINE)
+def _ocv_reads_moved(tab, tab_int, si, sc, m):
+    """:func:`_ocv_reads` for the units whose segment ``si[I_SEG1:]`` differs from the one in
+    ``si[I_SEG:]`` (whose table values are in the S_SEG rows already); a scalar loop whose branch
+    is nearly never taken."""
+    one = np.uint64(1)
+    for j in range(m):
+        if si[I_SEG1 + j] != si[I_SEG + j]:
+            g = np.uint64(si[I_SEG1 + j])
+            sc[S_SEG_V0 + j] = tab[g]
+            sc[S_SEG_V1 + j] = tab[g + one]
+            sc[S_SEG_F + j] = tab_int[g]
+
+
+@njit(**_INLINE)
 def _ocv_reads(tab, tab_int, si, sc, m):
     """The table values of the segments in ``si[I_SEG:]``: loads only (they do not vectorize).
     Unsigned indices: no check for a negative index (wraparound) per read."""
@@ -305,6 +320,15 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
     pa[AG_TEMP_MIN] = np.inf
     pa[AG_SOC_MIN] = np.inf
     pa[AG_SOC_MAX] = -np.inf
+    k0 = kind[lo]
+    same = 0
+    for j in range(lo, hi):                 # (a count, not a search: it vectorizes)
+        same += 1 if kind[j] == k0 else 0
+    if same == hi - lo and hi - lo >= SCALAR_RUN_MAX:   # the usual case: one run of one kind
+        _step_run(lo, hi, k0, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status,
+                  alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast,
+                  sc.reshape(N_SCRATCH * BLOCK), si.reshape(N_ISCRATCH * BLOCK), pa)
+        return
     a = lo
     while a < hi:
         k = kind[a]
@@ -486,11 +510,16 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         sc[S_V2N + j] = v2n
         sc[S_VRCA + j] = v1a + v2a
     # the OCV table segment of the end-of-step SoC (table reads; the index is computed above)
+    # A step moves the SoC by a small fraction of a segment, so nearly every unit is still in
+    # the segment whose values are in S_SEG_V0/V1/F: only the others are read again.
+    moved = 0
     for j in range(m):
         g, x = _ocv_segment_v(n_seg, sc[S_SOC1 + j])
-        si[I_SEG + j] = g
+        moved += 1 if g != si[I_SEG + j] else 0
+        si[I_SEG1 + j] = g
         sc[S_SEG_X + j] = x
-    _ocv_reads(tab, tab_int, si, sc, m)
+    if moved:
+        _ocv_reads_moved(tab, tab_int, si, sc, m)
     # energy accounts, the unit's powers and terminal voltage
     for j in range(m):
         c = sc[S_CUR + j]
@@ -569,12 +598,17 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     # the first and last unit of the farm have no neighbour on the outer side
     j0 = 1 if a == 0 else 0
     j1 = m - 1 if e == n else m
-    for j in range(j0, j1):
+    # (through views indexed from 0: an index that may be negative, as a + j - 1 is to the
+    # compiler, is checked for wraparound unit by unit, and the loop no longer vectorizes)
+    t_left = temp_all[a + j0 - 1:a + j1 - 1]
+    t_right = temp_all[a + j0 + 1:a + j1 + 1]
+    for jj in range(j1 - j0):
+        j = j0 + jj
         f = fl[j]
         left = (f & FLAG_NEIGHBOUR_LEFT) != 0
         right = (f & FLAG_NEIGHBOUR_RIGHT) != 0
-        tl = temp_all[a + j - 1]
-        tr = temp_all[a + j + 1]
+        tl = t_left[jj]
+        tr = t_right[jj]
         sc[S_TNB + j] = (tl if left else 0.0) + (tr if right else 0.0)
         si[I_NNB + j] = (1 if left else 0) + (1 if right else 0)
     for j in (0, m - 1):
