@@ -23,14 +23,15 @@ def bytes_per_unit_step(farm: Farm, dt: float = 0.1) -> float:
     """Bytes one 0.1 s tick moves per unit between memory and the cores.
 
     Ping-pong state: the source buffer is read, the destination written (a write also reads
-    the line first: write-allocate). Per-unit parameters the tick reads: four resistances and
-    capacity, derate, ambient offset, SoH; flags and kind. Aging accumulators are read and
-    written once per aging interval (10 s by default)."""
+    the line first: write-allocate). Per-unit parameters the tick reads (float32): capacity,
+    three resistances, derate, manual setpoint, the SoC reserve window (two), ambient offset,
+    SoH; flags and kind. Aging accumulators are read and written once per aging interval (10 s
+    by default)."""
     dyn = N_DYN * farm.dyn.itemsize * 3
     out = N_OUT * farm.out.itemsize * 2
     status = farm.status.itemsize * 2
     alarms = farm.alarms.itemsize * 3
-    upar = 7 * farm.upar.itemsize
+    upar = 10 * farm.upar.itemsize
     ints = farm.flags.itemsize + farm.kind.itemsize
     aging = 2 * farm.aging_acc.shape[1] * farm.aging_acc.itemsize * dt / farm.aging_interval_s
     return float(dyn + out + status + alarms + upar + ints + aging)
