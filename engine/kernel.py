@@ -228,7 +228,6 @@ def _ocv_reads(tab, tab_int, si, sc, m):
         sc[S_SEG_F + j] = tab_int[g]
 
 
-
 # HVAC regimes of thermal_update, one bit each (a run's regimes are OR-ed together)
 RG_FAILED, RG_SAT_COOL, RG_PROP_COOL, RG_SAT_HEAT, RG_PROP_HEAT, RG_OFF = 1, 2, 4, 8, 16, 32
 
@@ -302,6 +301,7 @@ def _hvac_uniform(kp, k, prop, t_set, q_sink, temp, sc, si, m):
             sc[S_PHVAC + j] = (q * inv_cop_c if q >= 0.0 else -q * inv_cop_h) + base
         else:
             sc[S_PHVAC + j] = p_c
+
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
@@ -509,9 +509,9 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         sc[S_V1N + j] = v1n
         sc[S_V2N + j] = v2n
         sc[S_VRCA + j] = v1a + v2a
-    # the OCV table segment of the end-of-step SoC (table reads; the index is computed above)
-    # A step moves the SoC by a small fraction of a segment, so nearly every unit is still in
-    # the segment whose values are in S_SEG_V0/V1/F: only the others are read again.
+    # The OCV table segment of the end-of-step SoC. A step moves the SoC by a small fraction of
+    # a segment, so nearly every unit is still in the segment whose table values are in the
+    # S_SEG rows: only the units that left it read the table again.
     moved = 0
     for j in range(m):
         g, x = _ocv_segment_v(n_seg, sc[S_SOC1 + j])
