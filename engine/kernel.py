@@ -251,16 +251,14 @@ def _hvac_step(kp, k, regimes, temp, fl, sc, si, m):
     the units' :func:`_hvac_regime` bits. Nearly always every unit of a run is in one regime:
     then its constants are scalars and the loop vectorizes (:func:`_hvac_uniform`). Otherwise
     each unit takes its own branch of :func:`~.thermal.thermal_update` (a scalar loop)."""
-    if regimes == RG_PROP_COOL:
-        _hvac_uniform(kp, k, True, kp[k, K_HVAC_T_COOL], 0.0, temp, sc, si, m)
-    elif regimes == RG_PROP_HEAT:
-        _hvac_uniform(kp, k, True, kp[k, K_HVAC_T_HEAT], 0.0, temp, sc, si, m)
-    elif regimes == RG_SAT_COOL:
-        _hvac_uniform(kp, k, False, 0.0, kp[k, K_HVAC_COOL_W], temp, sc, si, m)
-    elif regimes == RG_SAT_HEAT:
-        _hvac_uniform(kp, k, False, 0.0, -kp[k, K_HVAC_HEAT_W], temp, sc, si, m)
-    elif regimes == RG_OFF:
-        _hvac_uniform(kp, k, False, 0.0, 0.0, temp, sc, si, m)
+    # (two call sites, not one per regime: each is inlined, and compile time counts)
+    if (regimes == RG_PROP_COOL) | (regimes == RG_PROP_HEAT):
+        t_set = kp[k, K_HVAC_T_COOL] if regimes == RG_PROP_COOL else kp[k, K_HVAC_T_HEAT]
+        _hvac_uniform(kp, k, True, t_set, 0.0, temp, sc, si, m)
+    elif (regimes == RG_SAT_COOL) | (regimes == RG_SAT_HEAT) | (regimes == RG_OFF):
+        q_sink = (kp[k, K_HVAC_COOL_W] if regimes == RG_SAT_COOL else
+                  -kp[k, K_HVAC_HEAT_W] if regimes == RG_SAT_HEAT else 0.0)
+        _hvac_uniform(kp, k, False, 0.0, q_sink, temp, sc, si, m)
     else:
         for j in range(m):
             sc[S_TEMP1 + j], sc[S_PHVAC + j] = thermal_update(
