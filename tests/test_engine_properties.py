@@ -1,5 +1,7 @@
 """Invariants of the fused tick, checked with hypothesis over random command sequences."""
 
+import functools
+
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
@@ -237,9 +239,11 @@ def test_bin_counts_are_the_histogram():
         assert np.array_equal(pa, expect)
 
 
-def _hvac_both(kp, temp, base, nnb, fl, out):
-    """The vector path's HVAC update of one run (kernel._hvac_regime, kernel._hvac_step) next to
-    thermal_update unit by unit; returns the run's OR of regime bits."""
+@functools.cache
+def _hvac_both():
+    """A compiled ``run(kp, temp, base, nnb, fl, out)``: the vector path's HVAC update of one run
+    (kernel._hvac_regime, kernel._hvac_step) next to thermal_update unit by unit; returns the
+    run's OR of regime bits."""
     from bess_farm.engine import kernel as kn
     from bess_farm.engine.layout import (FLAG_HVAC_FAILED, K_HVAC_COOL_W, K_HVAC_GAIN,
                                          K_HVAC_HEAT_W, K_HVAC_T_COOL, K_HVAC_T_HEAT)
@@ -270,7 +274,7 @@ def _hvac_both(kp, temp, base, nnb, fl, out):
                                                   (fl[j] & FLAG_HVAC_FAILED) == 0)
         return regimes
 
-    return run(kp, temp, base, nnb, fl, out)
+    return run
 
 
 def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
@@ -300,7 +304,7 @@ def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
         for bit, (lo, hi) in bands.items():
             temp = np.r_[lo, hi, rng.uniform(lo, hi, m - 2)]
             out = np.empty((m, 4))
-            assert _hvac_both(f.kpar, temp, base, nnb, np.full(m, ok), out) == bit
+            assert _hvac_both()(f.kpar, temp, base, nnb, np.full(m, ok), out) == bit
             assert np.array_equal(out[:, :2], out[:, 2:]), bit
         # mixed regimes, and one failed HVAC: unit by unit
         temp = rng.uniform(-20.0, 60.0, m)
@@ -310,7 +314,7 @@ def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
                 temp[:] = 27.0
                 fl[m // 2] |= np.uint16(FLAG_HVAC_FAILED)
             out = np.empty((m, 4))
-            regimes = _hvac_both(f.kpar, temp, base, nnb, fl, out)
+            regimes = _hvac_both()(f.kpar, temp, base, nnb, fl, out)
             assert regimes.bit_count() > 1, case
             assert np.array_equal(out[:, :2], out[:, 2:]), case
 
