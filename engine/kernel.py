@@ -30,7 +30,8 @@ from .chemistry import ocv_integral, ocv_interp, ocv_slope
 from .electrical import current_for_power, pcs_loss_w, rc_update
 from .layout import *  # noqa: F403  (field indices are compile-time constants)
 from .sensors import apply_fault
-from .thermal import self_heating_w, thermal_update
+from .thermal import (RG_FAILED, hvac_exact, hvac_regime, regime_setpoints, self_heating_w,
+                      thermal_update)
 
 BLOCK = 2048
 #: Runs shorter than this take the one-unit-at-a-time path (see _step_run_scalar).
@@ -228,77 +229,39 @@ def _ocv_reads(tab, tab_int, si, sc, m):
         sc[S_SEG_F + j] = tab_int[g]
 
 
-# HVAC regimes of thermal_update, one bit each (a run's regimes are OR-ed together)
-RG_FAILED, RG_SAT_COOL, RG_PROP_COOL, RG_SAT_HEAT, RG_PROP_HEAT, RG_OFF = 1, 2, 4, 8, 16, 32
-
-
-@njit(**_INLINE)
-def _hvac_regime(temp_c, hvac_ok, gain, t_cool, t_heat, q_cool, q_heat):
-    """The branch :func:`~.thermal.thermal_update` takes for this unit, as an ``RG_*`` bit:
-    the same comparisons, written as selects so that the loop computing it vectorizes."""
-    cool = temp_c > t_cool
-    heat = temp_c < t_heat
-    rc = RG_SAT_COOL if gain * (temp_c - t_cool) >= q_cool else RG_PROP_COOL
-    rh = RG_SAT_HEAT if gain * (t_heat - temp_c) >= q_heat else RG_PROP_HEAT
-    r = rc if cool else (rh if heat else RG_OFF)
-    return r if hvac_ok else RG_FAILED
-
-
 @njit(**_INLINE)
 def _hvac_step(kp, k, regimes, temp, fl, sc, si, m):
     """Temperatures at the end of the step and HVAC draws (``S_TEMP1``, ``S_PHVAC``) of a run
     from the held heat ``S_TNB`` and the neighbour counts ``I_NNB``; ``regimes`` is the OR of
-    the units' :func:`_hvac_regime` bits. Nearly always every unit of a run is in one regime:
-    then its constants are scalars and the loop vectorizes (:func:`_hvac_uniform`). Otherwise
-    each unit takes its own branch of :func:`~.thermal.thermal_update` (a scalar loop)."""
-    # (two call sites, not one per regime: each is inlined, and compile time counts)
-    if (regimes == RG_PROP_COOL) | (regimes == RG_PROP_HEAT):
-        t_set = kp[k, K_HVAC_T_COOL] if regimes == RG_PROP_COOL else kp[k, K_HVAC_T_HEAT]
-        _hvac_uniform(kp, k, True, t_set, 0.0, temp, sc, si, m)
-    elif (regimes == RG_SAT_COOL) | (regimes == RG_SAT_HEAT) | (regimes == RG_OFF):
-        q_sink = (kp[k, K_HVAC_COOL_W] if regimes == RG_SAT_COOL else
-                  -kp[k, K_HVAC_HEAT_W] if regimes == RG_SAT_HEAT else 0.0)
-        _hvac_uniform(kp, k, False, 0.0, q_sink, temp, sc, si, m)
+    the units' :func:`~.thermal.hvac_regime` bits. Nearly always every unit of a run is in one
+    working regime: then its constants are scalars, the factors of each unit's neighbour count
+    are selected rather than read at a computed slot, and the loop vectorizes. Otherwise each
+    unit takes :func:`~.thermal.thermal_update` (a scalar loop). Both compute with
+    :func:`~.thermal.hvac_exact`: bitwise the same."""
+    if (regimes & (regimes - 1)) == 0 and regimes != RG_FAILED:
+        prop, t_set, q_sink = regime_setpoints(kp, k, regimes)
+        gain = kp[k, K_HVAC_GAIN]
+        base = kp[k, K_HVAC_BASE_W]
+        inv_cop_c = kp[k, K_INV_COP_COOL]
+        inv_cop_h = kp[k, K_INV_COP_HEAT]
+        s0 = K_TH + (3 if prop else 0)
+        s1 = s0 + TH_SLOTS
+        s2 = s1 + TH_SLOTS
+        om0, om1, om2 = 1.0 - kp[k, s0], 1.0 - kp[k, s1], 1.0 - kp[k, s2]
+        av0, av1, av2 = kp[k, s0 + 1], kp[k, s1 + 1], kp[k, s2 + 1]
+        gi0, gi1, gi2 = kp[k, s0 + 2], kp[k, s1 + 2], kp[k, s2 + 2]
+        for j in range(m):
+            nb = si[I_NNB + j]
+            two = nb == 2
+            one = nb == 1
+            sc[S_TEMP1 + j], sc[S_PHVAC + j] = hvac_exact(
+                temp[j], sc[S_TNB + j], prop, t_set, q_sink,
+                om2 if two else (om1 if one else om0), av2 if two else (av1 if one else av0),
+                gi2 if two else (gi1 if one else gi0), gain, inv_cop_c, inv_cop_h, base)
     else:
         for j in range(m):
             sc[S_TEMP1 + j], sc[S_PHVAC + j] = thermal_update(
                 kp, k, temp[j], sc[S_TNB + j], si[I_NNB + j], (fl[j] & FLAG_HVAC_FAILED) == 0)
-
-
-@njit(**_INLINE)
-def _hvac_uniform(kp, k, prop, t_set, q_sink, temp, sc, si, m):
-    """:func:`~.thermal.thermal_update` for a run whose units all share one regime (working
-    HVAC, proportional with setpoint ``t_set``, or a constant ``q_sink``): the expressions of
-    thermal_update operation for operation, with the factors of the unit's neighbour count
-    (0, 1, 2) selected rather than read at a computed slot, so the loop vectorizes."""
-    gain = kp[k, K_HVAC_GAIN]
-    base = kp[k, K_HVAC_BASE_W]
-    inv_cop_c = kp[k, K_INV_COP_COOL]
-    inv_cop_h = kp[k, K_INV_COP_HEAT]
-    s0 = K_TH + (3 if prop else 0)
-    s1 = s0 + TH_SLOTS
-    s2 = s1 + TH_SLOTS
-    om0, om1, om2 = 1.0 - kp[k, s0], 1.0 - kp[k, s1], 1.0 - kp[k, s2]
-    av0, av1, av2 = kp[k, s0 + 1], kp[k, s1 + 1], kp[k, s2 + 1]
-    gi0, gi1, gi2 = kp[k, s0 + 2], kp[k, s1 + 2], kp[k, s2 + 2]
-    add = gain * t_set if prop else -q_sink
-    q_c = q_sink       # the HVAC's thermal power when saturated (or off): one draw for all
-    p_c = (q_c * inv_cop_c if q_c >= 0.0 else -q_c * inv_cop_h) + base
-    for j in range(m):
-        nb = si[I_NNB + j]
-        two = nb == 2
-        one = nb == 1
-        om = om2 if two else (om1 if one else om0)
-        gi = gi2 if two else (gi1 if one else gi0)
-        t_eq = (sc[S_TNB + j] + add) * gi
-        d = temp[j] - t_eq
-        sc[S_TEMP1 + j] = t_eq + d * om
-        if prop:
-            av = av2 if two else (av1 if one else av0)
-            q = gain * (t_eq + d * av - t_set)
-            sc[S_PHVAC + j] = (q * inv_cop_c if q >= 0.0 else -q * inv_cop_h) + base
-        else:
-            sc[S_PHVAC + j] = p_c
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -638,7 +601,7 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
     amb_off = upar[AMBIENT_OFFSET_C, a:e]
     g_amb = kp[k, K_G_AMB]
     g_nb = kp[k, K_G_NB]
-    # Also the HVAC regime of every unit, as one bit per regime (see _hvac_regime).
+    # Also the HVAC regime of every unit, as one bit per regime (see thermal.hvac_regime).
     gain = kp[k, K_HVAC_GAIN]
     t_cool = kp[k, K_HVAC_T_COOL]
     t_heat = kp[k, K_HVAC_T_HEAT]
@@ -649,8 +612,8 @@ def _step_run(a, e, k, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, st
         q = sc[S_QRW + j] if hot else 0.0
         t_amb_j = t_amb + amb_off[j]
         sc[S_TNB + j] = sc[S_HEAT + j] + q + g_amb * t_amb_j + g_nb * sc[S_TNB + j]
-        regimes |= _hvac_regime(temp[j], (fl[j] & FLAG_HVAC_FAILED) == 0, gain, t_cool, t_heat,
-                                q_cool, q_heat)
+        regimes |= hvac_regime(temp[j], (fl[j] & FLAG_HVAC_FAILED) == 0, gain, t_cool, t_heat,
+                               q_cool, q_heat)
     # HVAC and the exact update
     _hvac_step(kp, k, regimes, temp, fl, sc, si, m)
     dst_t = dyn[dst, TEMP_C, a:e]

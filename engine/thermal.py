@@ -59,6 +59,51 @@ def self_heating_w(kp, k, temp_c):
     return kp[k, K_RW_ONSET_W] * math.exp(ea * (1.0 / (onset + 273.15) - 1.0 / (temp_c + 273.15)))
 
 
+# HVAC regimes, one bit each (so that the regimes of a run of units can be OR-ed together)
+RG_FAILED, RG_SAT_COOL, RG_PROP_COOL, RG_SAT_HEAT, RG_PROP_HEAT, RG_OFF = 1, 2, 4, 8, 16, 32
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def hvac_regime(temp_c, hvac_ok, gain, t_cool, t_heat, q_cool, q_heat):
+    """The HVAC's regime at ``temp_c`` [C] as an ``RG_*`` bit: cooling above ``t_cool``, heating
+    below ``t_heat``, each saturated once the proportional demand ``gain * |T - T_set|`` reaches
+    its capacity (``q_cool``, ``q_heat`` [W]); off in between, or failed. Written as selects, so a
+    loop computing it for many units vectorizes."""
+    cool = temp_c > t_cool
+    heat = temp_c < t_heat
+    rc = RG_SAT_COOL if gain * (temp_c - t_cool) >= q_cool else RG_PROP_COOL
+    rh = RG_SAT_HEAT if gain * (t_heat - temp_c) >= q_heat else RG_PROP_HEAT
+    r = rc if cool else (rh if heat else RG_OFF)
+    return r if hvac_ok else RG_FAILED
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def regime_setpoints(kp, k, regime):
+    """What a regime holds over the step: ``(prop, t_set, q_sink)``; proportional control towards
+    ``t_set`` [C], or a constant heat removal ``q_sink`` [W] (negative = heating; 0 when off or
+    failed)."""
+    prop = (regime == RG_PROP_COOL) | (regime == RG_PROP_HEAT)
+    t_set = (kp[k, K_HVAC_T_COOL] if regime == RG_PROP_COOL else
+             kp[k, K_HVAC_T_HEAT] if regime == RG_PROP_HEAT else 0.0)
+    q_sink = (kp[k, K_HVAC_COOL_W] if regime == RG_SAT_COOL else
+              -kp[k, K_HVAC_HEAT_W] if regime == RG_SAT_HEAT else 0.0)
+    return prop, t_set, q_sink
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def hvac_exact(temp_c, base_w, prop, t_set, q_sink, one_m_om, av, g_inv, gain, inv_cop_cool,
+               inv_cop_heat, base_el_w):
+    """The exact update over one step in a regime (see :func:`regime_setpoints`), with the
+    factors of the unit's neighbour count and regime (``1 - om``, ``av``, ``1/G``, see
+    :func:`thermal_factors`): (temperature at the end [C], average HVAC electric draw [W])."""
+    t_eq = (base_w + (gain * t_set if prop else -q_sink)) * g_inv
+    d = temp_c - t_eq
+    t_new = t_eq + d * one_m_om
+    q_hvac = gain * (t_eq + d * av - t_set) if prop else q_sink   # > 0 cooling
+    p_el = q_hvac * inv_cop_cool if q_hvac >= 0.0 else -q_hvac * inv_cop_heat
+    return t_new, p_el + base_el_w
+
+
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def thermal_update(kp, k, temp_c, base_w, n_nb, hvac_ok):
     """Advance the lumped temperature over one step.
@@ -75,28 +120,11 @@ def thermal_update(kp, k, temp_c, base_w, n_nb, hvac_ok):
     (temperature at the end [C], average HVAC electric draw [W])
     """
     gain = kp[k, K_HVAC_GAIN]
-    t_cool = kp[k, K_HVAC_T_COOL]
-    t_heat = kp[k, K_HVAC_T_HEAT]
-    q_sink = 0.0          # constant HVAC heat removal when saturated (negative = heating)
-    t_set = 0.0
-    prop = False
-    if hvac_ok:
-        if temp_c > t_cool:
-            if gain * (temp_c - t_cool) >= kp[k, K_HVAC_COOL_W]:
-                q_sink = kp[k, K_HVAC_COOL_W]
-            else:
-                prop = True
-                t_set = t_cool
-        elif temp_c < t_heat:
-            if gain * (t_heat - temp_c) >= kp[k, K_HVAC_HEAT_W]:
-                q_sink = -kp[k, K_HVAC_HEAT_W]
-            else:
-                prop = True
-                t_set = t_heat
+    regime = hvac_regime(temp_c, hvac_ok, gain, kp[k, K_HVAC_T_COOL], kp[k, K_HVAC_T_HEAT],
+                         kp[k, K_HVAC_COOL_W], kp[k, K_HVAC_HEAT_W])
+    prop, t_set, q_sink = regime_setpoints(kp, k, regime)
     slot = K_TH + TH_SLOTS * n_nb + (3 if prop else 0)
-    t_eq = (base_w + (gain * t_set if prop else -q_sink)) * kp[k, slot + 2]
-    d = temp_c - t_eq
-    t_new = t_eq + d * (1.0 - kp[k, slot])
-    q_hvac = gain * (t_eq + d * kp[k, slot + 1] - t_set) if prop else q_sink   # > 0 cooling
-    p_el = q_hvac * kp[k, K_INV_COP_COOL] if q_hvac >= 0.0 else -q_hvac * kp[k, K_INV_COP_HEAT]
-    return t_new, (p_el + kp[k, K_HVAC_BASE_W] if hvac_ok else 0.0)
+    t_new, p_el = hvac_exact(temp_c, base_w, prop, t_set, q_sink, 1.0 - kp[k, slot],
+                             kp[k, slot + 1], kp[k, slot + 2], gain, kp[k, K_INV_COP_COOL],
+                             kp[k, K_INV_COP_HEAT], kp[k, K_HVAC_BASE_W])
+    return t_new, (p_el if hvac_ok else 0.0)

@@ -242,17 +242,17 @@ def test_bin_counts_are_the_histogram():
 @functools.cache
 def _hvac_both():
     """A compiled ``run(kp, temp, base, nnb, fl, out)``: the vector path's HVAC update of one run
-    (kernel._hvac_regime, kernel._hvac_step) next to thermal_update unit by unit; returns the
+    (thermal.hvac_regime, kernel._hvac_step) next to thermal_update unit by unit; returns the
     run's OR of regime bits."""
     from bess_farm.engine import kernel as kn
     from bess_farm.engine.layout import (FLAG_HVAC_FAILED, K_HVAC_COOL_W, K_HVAC_GAIN,
                                          K_HVAC_HEAT_W, K_HVAC_T_COOL, K_HVAC_T_HEAT)
-    from bess_farm.engine.thermal import thermal_update
+    from bess_farm.engine.thermal import hvac_regime, thermal_update
     from numba import njit
 
     s_tnb, s_temp1, s_phvac, i_nnb = kn.S_TNB, kn.S_TEMP1, kn.S_PHVAC, kn.I_NNB
     n_sc, n_si = kn.N_SCRATCH * kn.BLOCK, kn.N_ISCRATCH * kn.BLOCK
-    regime, step = kn._hvac_regime, kn._hvac_step
+    regime, step = hvac_regime, kn._hvac_step
 
     @njit
     def run(kp, temp, base, nnb, fl, out):
@@ -279,9 +279,10 @@ def _hvac_both():
 
 def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
     """When every unit of a run is in one HVAC regime the vector path takes the regime's
-    constants as scalars (kernel._hvac_uniform); in every regime, at its edges, and for mixed
+    constants as scalars (kernel._hvac_step); in every regime, at its edges, and for mixed
     runs and failed HVACs (the per-unit loop), it must give bitwise what thermal_update gives."""
     from bess_farm.engine import kernel as kn
+    from bess_farm.engine import thermal as th
     from bess_farm.engine.layout import FLAG_ENABLED, FLAG_HVAC_FAILED
 
     f = farm(4, spread={})
@@ -290,11 +291,11 @@ def test_uniform_hvac_regime_path_is_bitwise_thermal_update():
     t_sat_c = t_cool + p["hvac_cooling_w"] / p["hvac_gain_w_per_k"]     # saturates from here
     t_sat_h = t_heat - p["hvac_heating_w"] / p["hvac_gain_w_per_k"]
     bands = {                                     # temperatures of each regime, edges included
-        kn.RG_PROP_COOL: (np.nextafter(t_cool, np.inf), np.nextafter(t_sat_c, -np.inf)),
-        kn.RG_SAT_COOL: (t_sat_c, 90.0),
-        kn.RG_OFF: (t_heat, t_cool),
-        kn.RG_PROP_HEAT: (np.nextafter(t_sat_h, np.inf), np.nextafter(t_heat, -np.inf)),
-        kn.RG_SAT_HEAT: (-40.0, t_sat_h),
+        th.RG_PROP_COOL: (np.nextafter(t_cool, np.inf), np.nextafter(t_sat_c, -np.inf)),
+        th.RG_SAT_COOL: (t_sat_c, 90.0),
+        th.RG_OFF: (t_heat, t_cool),
+        th.RG_PROP_HEAT: (np.nextafter(t_sat_h, np.inf), np.nextafter(t_heat, -np.inf)),
+        th.RG_SAT_HEAT: (-40.0, t_sat_h),
     }
     rng = np.random.default_rng(5)
     ok = np.uint16(FLAG_ENABLED)
