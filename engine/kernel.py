@@ -285,15 +285,10 @@ def _step_block(b, n, src, dst, dt, t_s, t_amb, aging_dt, disp,
     same = 0
     for j in range(lo, hi):                 # (a count, not a search: it vectorizes)
         same += 1 if kind[j] == k0 else 0
-    if same == hi - lo and hi - lo >= SCALAR_RUN_MAX:   # the usual case: one run of one kind
-        _step_run(lo, hi, k0, n, src, dst, dt, t_s, t_amb, aging_dt, disp, dyn, out, status,
-                  alarms, upar, flags, kp, ocv, ocv_int, sfault, acc, ast,
-                  sc.reshape(N_SCRATCH * BLOCK), si.reshape(N_ISCRATCH * BLOCK), pa)
-        return
     a = lo
     while a < hi:
         k = kind[a]
-        e = a + 1
+        e = hi if same == hi - lo else a + 1    # the usual case: the block is one run
         while e < hi and kind[e] == k:
             e += 1
         if e - a < SCALAR_RUN_MAX:
